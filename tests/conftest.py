@@ -1,0 +1,28 @@
+"Shared fixtures: a throw-away copy of the repository (tracked and untracked-but-not-ignored files)."
+import os, shutil, subprocess
+from pathlib import Path
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+def repo_files() -> list[str]:
+    "Files git tracks, plus untracked files it does not ignore (so uncommitted work is tested too)."
+    out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    return [f for f in out.decode().split("\0") if f and (ROOT / f).is_file()]
+
+def copy_repo(dest: Path) -> Path:
+    "Copy the repository's files into `dest` and make it a git repository (DVC wants one)."
+    for f in repo_files():
+        (dest / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / f, dest / f)
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
+        subprocess.run(cmd, cwd=dest, check=True, env=env, capture_output=True)
+    return dest
+
+@pytest.fixture(scope="session")
+def repo_copy(tmp_path_factory) -> Path:
+    "A fresh copy of the repository with its data pulled from the in-repo DVC remote."
+    dest = copy_repo(tmp_path_factory.mktemp("repo"))
+    subprocess.run(["dvc", "pull", "-q"], cwd=dest, check=True, capture_output=True, text=True)
+    return dest
