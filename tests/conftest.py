@@ -1,5 +1,5 @@
 "Shared fixtures: a throw-away copy of the repository (tracked and untracked-but-not-ignored files)."
-import os, shutil, subprocess
+import os, shutil, subprocess, time
 from pathlib import Path
 import pytest
 
@@ -24,5 +24,20 @@ def copy_repo(dest: Path) -> Path:
 def repo_copy(tmp_path_factory) -> Path:
     "A fresh copy of the repository with its data pulled from the in-repo DVC remote."
     dest = copy_repo(tmp_path_factory.mktemp("repo"))
-    subprocess.run(["dvc", "pull", "-q"], cwd=dest, check=True, capture_output=True, text=True)
+    subprocess.run(["dvc", "pull", "-q", "data.dvc"], cwd=dest, check=True, capture_output=True, text=True)
     return dest
+
+def run(cmd, cwd, check=True, timeout=1200) -> subprocess.CompletedProcess:
+    "Run `cmd` in `cwd`; on failure (when `check`) raise with the tail of its output."
+    r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    if check and r.returncode: raise AssertionError(f"{cmd} failed ({r.returncode}):\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}")
+    return r
+
+@pytest.fixture(scope="session")
+def smoke(repo_copy) -> Path:
+    "The smoke profile (profiles/smoke.yaml as params.yaml) reproduced once in the copy; its folder."
+    shutil.copy(repo_copy / "profiles/smoke.yaml", repo_copy / "params.yaml")
+    t = time.time()
+    run(["dvc", "repro"], repo_copy)
+    print(f"smoke dvc repro: {time.time() - t:.1f} s")
+    return repo_copy

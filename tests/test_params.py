@@ -16,7 +16,7 @@ def with_value(key, value):
     "GOOD with the dotted `key` set to `value`."
     raw = copy.deepcopy(GOOD); *grp, last = key.split(".")
     d = raw
-    for g in grp: d = d[g]
+    for g in grp: d = d.setdefault(g, {})
     d[last] = value
     return raw
 
@@ -36,18 +36,22 @@ BAD = [  # (dotted key, bad value, words the message must contain)
     ("evaluate_base.split", "dev", "'train', 'val' or 'test'"),
     ("evaluate_base.max_new_tokens", None, "valid integer"),
     ("pretrain.setps", 10, "unknown key"),
-    ("trainer.alpha", 10, "unknown key"),
+    ("evaluate_base.temperature", 0.5, "unknown key"),
 ]
 
 @pytest.mark.parametrize("key,value,allowed", BAD, ids=[f"{k}={v!r}" for k, v, _ in BAD])
 def test_bad_value_names_key_value_and_rule(key, value, allowed):
     with pytest.raises(ParamsError) as e: parse_params(with_value(key, value), "params.yaml")
     msg = str(e.value)
-    grp = key.split(".")[0]
-    assert f"params.yaml: {grp}" in msg, msg   # the file and the key (cross-field rules name the group)
+    grp, last = key.split(".")
+    # the file and the key: `params.yaml: pretrain.lr: …`, or a rule on a group / the whole file that names the key
+    assert msg.startswith("params.yaml: ") and (key in msg or (f"params.yaml: {grp}: " in msg and last in msg)), msg
     assert allowed in msg, msg
     if not isinstance(value, dict) and "unknown key" not in allowed and "divisible" not in allowed and "multiple" not in allowed:
         assert f"got {value!r}" in msg, msg    # the bad value
+
+def test_unknown_group():
+    with pytest.raises(ParamsError, match=r"^params.yaml: trainer: unknown key$"): parse_params({**GOOD, "trainer": {"alpha": 10}})
 
 def test_min_max_objects_cross_check():
     raw = with_value("data.min_objects", 5); raw["data"]["max_objects"] = 2
@@ -71,3 +75,9 @@ def test_stage_stops_before_compute(tmp_path):
     assert r.returncode != 0
     assert "pretrain.lr: got -1" in r.stdout + r.stderr
     assert not (tmp_path / "models").exists() and not (tmp_path / "dvclive").exists()
+
+def test_params_file_must_give_every_key(tmp_path):
+    raw = copy.deepcopy(GOOD); del raw["judge"]["openai"]["timeout_s"]; del raw["dialogue"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ParamsError) as e: load_params(tmp_path / "params.yaml")
+    assert "judge.openai.timeout_s: missing" in str(e.value) and "dialogue: missing" in str(e.value)

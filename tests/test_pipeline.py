@@ -3,21 +3,7 @@ import json, shutil, subprocess, time
 from pathlib import Path
 import numpy as np, pytest, yaml
 from PIL import Image
-from conftest import ROOT
-
-def run(cmd, cwd, check=True, timeout=1200):
-    r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, shell=isinstance(cmd, str))
-    if check and r.returncode: raise AssertionError(f"{cmd} failed ({r.returncode}):\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}")
-    return r
-
-@pytest.fixture(scope="module")
-def smoke(repo_copy):
-    "The smoke profile reproduced once in the copy; yields its folder."
-    shutil.copy(repo_copy / "profiles/smoke.yaml", repo_copy / "params.yaml")
-    t = time.time()
-    run(["dvc", "repro"], repo_copy)
-    print(f"smoke dvc repro: {time.time() - t:.1f} s")
-    return repo_copy
+from conftest import ROOT, run
 
 def test_data_matches_data_dvc(repo_copy):
     "`dvc pull` restored data/ exactly as data.dvc pins it."

@@ -1,0 +1,34 @@
+"""Captions per second: batched candidate sampling against one caption at a time (issue 3's target: >= 5x).
+
+    python benchmarks/sampling.py [--params params.yaml] [--images 8]
+
+Uses the base policy from `pretrain.out_dir` (run `dvc repro pretrain` first) and the first
+training images at every temperature of `candidates.temperatures`. Prints figures; asserts nothing.
+"""
+import argparse, time
+import torch
+from reper.config import load_params
+from reper.scenes import load_scenes
+from reper.model import load_policy
+from reper.dialogues import sample_candidates
+
+ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+ap.add_argument("--params", default="params.yaml")
+ap.add_argument("--images", type=int, default=8)
+a = ap.parse_args()
+P = load_params(a.params); C = P.candidates
+torch.set_num_threads(P.pretrain.threads)
+scenes, images, _ = load_scenes(P.data.root, C.split, limit=a.images)
+model, proc = load_policy(P.pretrain.out_dir)
+n = len(scenes) * len(C.temperatures)
+kw = dict(max_new_tokens=C.max_new_tokens, max_length=P.model.max_length, seed=C.seed, progress=False)
+
+t = time.perf_counter(); batched = sample_candidates(model, proc, scenes, images, C.temperatures, batch_size=C.batch_size, **kw)
+t_batched = time.perf_counter() - t
+t = time.perf_counter(); single = sample_candidates(model, proc, scenes, images, C.temperatures, batch_size=1, **kw)
+t_single = time.perf_counter() - t
+tokens = lambda recs: sum(r["n_tokens"] for r in recs)
+print(f"{n} captions ({len(scenes)} images x {len(C.temperatures)} temperatures), torch threads {torch.get_num_threads()}")
+print(f"batched (batch {C.batch_size}): {n / t_batched:7.2f} captions/s  {tokens(batched) / t_batched:8.1f} tokens/s  ({t_batched:.1f} s)")
+print(f"one at a time:       {n / t_single:7.2f} captions/s  {tokens(single) / t_single:8.1f} tokens/s  ({t_single:.1f} s)")
+print(f"speed-up: {t_single / t_batched:.1f}x")

@@ -1,0 +1,71 @@
+"The visual reflection dataset stages on the smoke pipeline: dialogue invariants and what reruns when."
+import json
+import pytest, yaml
+from conftest import run
+from reper.config import load_params, read_jsonl
+from reper.scenes import load_scenes
+
+@pytest.fixture(scope="module")
+def dialogues(smoke):
+    return read_jsonl(smoke / "reflection/dialogues.jsonl", ("id", "turns", "messages"))
+
+def test_every_candidate_judged_and_scored(smoke):
+    p = load_params(smoke / "params.yaml")
+    cands = read_jsonl(smoke / "reflection/candidates.jsonl")
+    assert len(cands) == p.candidates.n_images * len(p.candidates.temperatures)
+    assert [c["job"] for c in cands] == list(range(len(cands)))
+    judged = read_jsonl(smoke / "reflection/judgements.jsonl")
+    assert [j["job"] for j in judged] == [c["job"] for c in cands]
+    assert all(j["score"] is None or 1 <= j["score"] <= 10 for j in judged)
+    m = json.loads((smoke / "metrics/judge.json").read_text())
+    assert m["n_unscored"] == sum(j["score"] is None for j in judged)
+    rules = read_jsonl(smoke / "reflection/rule_scores.jsonl")
+    assert all(0.0 <= r["capture"] <= 1.0 for r in rules)
+
+def test_dialogue_invariants(smoke, dialogues):
+    "Scores rise by at least min_gap along each dialogue, the last reaches min_final_score, σ in [0, 1]."
+    p = load_params(smoke / "params.yaml").dialogue
+    assert dialogues, "the smoke pipeline made no dialogue"
+    for d in dialogues:
+        s = [t["judge_score"] for t in d["turns"]]
+        assert 1 <= len(s) <= p.max_turns and s[-1] >= p.min_final_score
+        assert all(b - a >= p.min_gap for a, b in zip(s, s[1:])), s
+        assert all(0.0 <= t["sigma"] <= 1.0 for t in d["turns"])
+        assert [m["role"] for m in d["messages"]] == ["user"] + ["assistant", "user"] * (len(s) - 1) + ["assistant"]
+        assert all(f"A score of {t['judge_score']} is given" in m["text"] for t, m in zip(d["turns"], d["messages"][2::2]))
+
+def test_no_image_in_two_splits(smoke, dialogues):
+    p = load_params(smoke / "params.yaml")
+    ids = {sp: {s.id for s in load_scenes(smoke / p.data.root, sp, with_images=False)[0]} for sp in ("train", "val", "test")}
+    assert not (ids["train"] & ids["val"]) and not (ids["train"] & ids["test"]) and not (ids["val"] & ids["test"])
+    assert {d["id"] for d in dialogues} <= ids[p.candidates.split]
+
+def stale(smoke, key, value) -> str:
+    "`dvc status` after setting dotted `key` to `value` in params.yaml (restored afterwards)."
+    path = smoke / "params.yaml"; before = path.read_text()
+    raw = yaml.safe_load(before); grp, *rest = key.split("."); d = raw[grp]
+    for k in rest[:-1]: d = d[k]
+    d[rest[-1]] = value
+    path.write_text(yaml.safe_dump(raw))
+    try: return run(["dvc", "status"], smoke).stdout
+    finally: path.write_text(before)
+
+def test_min_gap_reruns_only_dialogues(smoke):
+    st = stale(smoke, "dialogue.min_gap", 2.0)
+    assert "dialogues:" in st and not any(f"{s}:" in st for s in ("candidates", "judge", "rule_score", "pretrain")), st
+
+def test_judge_change_reruns_judge_and_dialogues_not_sampling(smoke):
+    st = stale(smoke, "judge.unparseable_retries", 3)
+    assert "judge:" in st and "dialogues:" in st and "candidates:" not in st and "rule_score:" not in st, st
+
+def test_two_processes_merge_to_the_single_process_order(smoke, tmp_path):
+    "`accelerate launch` with 2 CPU processes (gloo): every job once, in job order; greedy rows equal the stage's."
+    out = tmp_path / "cands.jsonl"
+    run(["accelerate", "launch", "--cpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+         "--dynamo_backend", "no", "-m", "reper.dialogues", "--params", "params.yaml", "--out", str(out)], smoke, timeout=600)
+    two = read_jsonl(out)
+    one = read_jsonl(smoke / "reflection/candidates.jsonl")
+    assert [r["job"] for r in two] == [r["job"] for r in one] and [r["id"] for r in two] == [r["id"] for r in one]
+    greedy = lambda recs: [r["text"] for r in recs if r["temperature"] == 0.0]
+    assert greedy(two) == greedy(one) and greedy(one)
+    assert not list(tmp_path.glob("*.rank*")), "shard files are removed after the merge"
