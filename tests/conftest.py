@@ -1,5 +1,5 @@
 "Shared fixtures: a throw-away copy of the repository (tracked and untracked-but-not-ignored files)."
-import os, shutil, subprocess, time
+import os, re, shutil, subprocess, time
 from pathlib import Path
 import pytest
 
@@ -41,3 +41,20 @@ def smoke(repo_copy) -> Path:
     run(["dvc", "repro"], repo_copy)
     print(f"smoke dvc repro: {time.time() - t:.1f} s")
     return repo_copy
+
+def stale_stages(root: Path) -> set[str]:
+    "Names of the stages `dvc status` reports as changed."
+    out = run(["dvc", "status"], root).stdout
+    return {m for m in re.findall(r"^([\w-]+):\s*$", out, flags=re.M)}
+
+def newly_stale(root: Path, key: str, value) -> set[str]:
+    "Stages that setting dotted `key` to `value` in params.yaml makes stale (params.yaml restored afterwards)."
+    import yaml
+    path = root / "params.yaml"; before = path.read_text()
+    already = stale_stages(root)
+    raw = yaml.safe_load(before); *grp, last = key.split("."); d = raw
+    for g in grp: d = d[g]
+    d[last] = value
+    path.write_text(yaml.safe_dump(raw))
+    try: return stale_stages(root) - already
+    finally: path.write_text(before)

@@ -3,7 +3,7 @@ import json, shutil, subprocess, time
 from pathlib import Path
 import numpy as np, pytest, yaml
 from PIL import Image
-from conftest import ROOT, run
+from conftest import ROOT, run, newly_stale
 
 def test_data_matches_data_dvc(repo_copy):
     "`dvc pull` restored data/ exactly as data.dvc pins it."
@@ -40,31 +40,33 @@ def test_second_repro_is_noop(smoke):
     assert time.time() - t < 30
 
 def test_param_change_reruns_only_dependents(smoke):
-    "Changing an evaluate_base key leaves pretrain up to date; a pretrain key makes both stale."
-    run(["dvc", "exp", "run", "-S", "evaluate_base.n_images=8", "--dry"], smoke)  # accepts the override offline
-    p = yaml.safe_load((smoke / "params.yaml").read_text())
+    "Changing an evaluate_base key leaves the other stages up to date; a pretrain key makes every stage after it stale."
+    run(["dvc", "exp", "run", "-S", "evaluate_base.n_images=8", "--dry"], smoke)  # the documented override works offline
+    assert newly_stale(smoke, "evaluate_base.n_images", 8) == {"evaluate_base"}
+    assert newly_stale(smoke, "pretrain.steps", 13) >= {"pretrain", "evaluate_base", "candidates", "judge", "rule_score", "dialogues"}
+    p = yaml.safe_load((smoke / "params.yaml").read_text()); before = yaml.safe_dump(p)
     p["evaluate_base"]["n_images"] = 8
     (smoke / "params.yaml").write_text(yaml.safe_dump(p))
-    st = run(["dvc", "status"], smoke).stdout
-    assert "evaluate_base" in st and "pretrain:" not in st, st
-    r = run(["dvc", "repro"], smoke)
-    assert "Running stage 'evaluate_base'" in r.stdout and "Running stage 'pretrain'" not in r.stdout
-    assert json.loads((smoke / "metrics/base.json").read_text())["n_captions"] == 8
-    p["pretrain"]["steps"] = 13
-    (smoke / "params.yaml").write_text(yaml.safe_dump(p))
-    st = run(["dvc", "status"], smoke).stdout
-    assert "pretrain" in st and "evaluate_base" in st
+    try:
+        r = run(["dvc", "repro"], smoke)
+        assert "Running stage 'evaluate_base'" in r.stdout and "Running stage 'pretrain'" not in r.stdout
+        assert json.loads((smoke / "metrics/base.json").read_text())["n_captions"] == 8
+    finally: (smoke / "params.yaml").write_text(before)
 
 def test_corrupt_image_errors_or_is_counted(smoke):
     "A corrupt test image stops evaluate_base naming the file; with on_bad_image=skip it is counted."
     from reper.config import load_params
     p = load_params(smoke / "params.yaml")
     first = json.loads((smoke / p.data.root / "annotations/test.jsonl").read_text().splitlines()[0])
-    img = smoke / p.data.root / first["image"]
+    img, params = smoke / p.data.root / first["image"], (smoke / "params.yaml").read_text()
+    good = img.read_bytes()
     img.unlink(); img.write_bytes(b"\x89PNG broken")  # replace the DVC link, not the cache
-    r = run(["dvc", "repro", "-s", "evaluate_base"], smoke, check=False)
-    assert r.returncode != 0 and f"{first['image']}: image cannot be read" in r.stdout + r.stderr
-    raw = yaml.safe_load((smoke / "params.yaml").read_text()); raw["data"]["on_bad_image"] = "skip"
-    (smoke / "params.yaml").write_text(yaml.safe_dump(raw))
-    run(["dvc", "repro", "-s", "evaluate_base"], smoke)
-    assert json.loads((smoke / "metrics/base.json").read_text())["n_skipped"] == 1
+    try:
+        r = run(["dvc", "repro", "-s", "evaluate_base"], smoke, check=False)
+        assert r.returncode != 0 and f"{first['image']}: image cannot be read" in r.stdout + r.stderr
+        raw = yaml.safe_load(params); raw["data"]["on_bad_image"] = "skip"
+        (smoke / "params.yaml").write_text(yaml.safe_dump(raw))
+        run(["dvc", "repro", "-s", "evaluate_base"], smoke)
+        assert json.loads((smoke / "metrics/base.json").read_text())["n_skipped"] == 1
+    finally:
+        img.unlink(); img.write_bytes(good); (smoke / "params.yaml").write_text(params)
