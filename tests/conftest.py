@@ -15,10 +15,13 @@ def copy_repo(dest: Path) -> Path:
     for f in repo_files():
         (dest / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / f, dest / f)
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
-        subprocess.run(cmd, cwd=dest, check=True, env=env, capture_output=True)
+    for args in (("init", "-q"), ("add", "-A"), ("commit", "-qm", "copy")): git(dest, *args)
     return dest
+
+def git(cwd: Path, *args):
+    "Run git in `cwd` with a throw-away identity."
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    subprocess.run(["git", *args], cwd=cwd, check=True, env=env, capture_output=True)
 
 @pytest.fixture(scope="session")
 def repo_copy(tmp_path_factory) -> Path:
@@ -40,6 +43,7 @@ def smoke(repo_copy) -> Path:
     t = time.time()
     run(["dvc", "repro"], repo_copy)
     print(f"smoke dvc repro: {time.time() - t:.1f} s")
+    git(repo_copy, "add", "-A"); git(repo_copy, "commit", "-qm", "smoke profile reproduced")  # `dvc exp run` wants a clean tree
     return repo_copy
 
 def stale_stages(root: Path) -> set[str]:

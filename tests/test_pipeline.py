@@ -40,16 +40,13 @@ def test_second_repro_is_noop(smoke):
     assert time.time() - t < 30
 
 def test_param_change_reruns_only_dependents(smoke):
-    "Changing an evaluate_base key leaves the other stages up to date; a pretrain key makes every stage after it stale."
-    run(["dvc", "exp", "run", "-S", "evaluate_base.n_images=8", "--dry"], smoke)  # the documented override works offline
+    "`dvc exp run -S` on an evaluate_base key reruns only that stage; a pretrain key makes every later stage stale."
     assert newly_stale(smoke, "evaluate_base.n_images", 8) == {"evaluate_base"}
     assert newly_stale(smoke, "pretrain.steps", 13) >= {"pretrain", "evaluate_base", "candidates", "judge", "rule_score", "dialogues"}
-    p = yaml.safe_load((smoke / "params.yaml").read_text()); before = yaml.safe_dump(p)
-    p["evaluate_base"]["n_images"] = 8
-    (smoke / "params.yaml").write_text(yaml.safe_dump(p))
+    before = (smoke / "params.yaml").read_text()
     try:
-        r = run(["dvc", "repro"], smoke)
-        assert "Running stage 'evaluate_base'" in r.stdout and "Running stage 'pretrain'" not in r.stdout
+        r = run(["dvc", "exp", "run", "-S", "evaluate_base.n_images=8"], smoke)
+        assert "Running stage 'evaluate_base'" in r.stdout and "Running stage 'pretrain'" not in r.stdout, r.stdout
         assert json.loads((smoke / "metrics/base.json").read_text())["n_captions"] == 8
     finally: (smoke / "params.yaml").write_text(before)
 
