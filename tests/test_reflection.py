@@ -43,8 +43,11 @@ def test_no_image_in_two_splits(smoke, dialogues):
 def test_min_gap_reruns_only_dialogues(smoke):
     assert newly_stale(smoke, "dialogue.min_gap", 2.0) == {"dialogues"}
 
-def test_judge_change_reruns_judge_and_dialogues_not_sampling(smoke):
-    assert newly_stale(smoke, "judge.unparseable_retries", 3) == {"judge", "dialogues"}
+def test_judge_change_reruns_judge_not_sampling(smoke):
+    "A judge param makes only the judge stale; dialogues follow when the judgements it writes change."
+    assert newly_stale(smoke, "judge.unparseable_retries", 3) == {"judge"}
+    stages = yaml.safe_load((smoke / "dvc.yaml").read_text())["stages"]
+    assert "reflection/judgements.jsonl" in stages["dialogues"]["deps"] and "judge" not in stages["dialogues"]["params"]
 
 def test_two_processes_merge_to_the_single_process_order(smoke, tmp_path):
     "`accelerate launch` with 2 CPU processes (gloo): every job once, in job order; greedy rows equal the stage's."
