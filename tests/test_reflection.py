@@ -1,4 +1,5 @@
 "The visual reflection dataset stages on the smoke pipeline: dialogue invariants and what reruns when."
+import sys
 import json
 import pytest, yaml
 from conftest import run, newly_stale
@@ -50,10 +51,11 @@ def test_judge_change_reruns_judge_not_sampling(smoke):
     assert "reflection/judgements.jsonl" in stages["dialogues"]["deps"] and "judge" not in stages["dialogues"]["params"]
 
 def test_two_processes_merge_to_the_single_process_order(smoke, tmp_path):
-    "`accelerate launch` with 2 CPU processes (gloo): every job once, in job order; greedy rows equal the stage's."
+    "2 CPU processes (torchrun, gloo): every job once, in job order; greedy rows equal the stage's."
     out = tmp_path / "cands.jsonl"
-    run(["accelerate", "launch", "--cpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-         "--dynamo_backend", "no", "-m", "reper.dialogues", "--params", "params.yaml", "--out", str(out)], smoke, timeout=600)
+    r = run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "reper.dialogues",
+             "--params", "params.yaml", "--out", str(out)], smoke, timeout=600)
+    assert "from 2 process(es)" in r.stdout, r.stdout[-2000:]
     two = read_jsonl(out)
     one = read_jsonl(smoke / "reflection/candidates.jsonl")
     assert [r["job"] for r in two] == [r["job"] for r in one] and [r["id"] for r in two] == [r["id"] for r in one]
