@@ -13,10 +13,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 # %% auto #0
-__all__ = ['DataParams', 'ModelParams', 'PretrainParams', 'EvaluateParams', 'CandidatesParams', 'OpenAIJudgeParams',
-           'JudgeParams', 'RuleScoreParams', 'DialogueParams', 'Params', 'ParamsError', 'missing_keys', 'parse_params',
-           'load_params', 'atomic_path', 'write_text_atomic', 'write_jsonl', 'RecordError', 'read_jsonl',
-           'seed_everything', 'pick_device']
+__all__ = ['Llava665kParams', 'DataParams', 'ModelParams', 'PretrainParams', 'EvaluateParams', 'CandidatesParams',
+           'OpenAIJudgeParams', 'JudgeParams', 'ReferencesParams', 'RuleScoreParams', 'DialogueParams', 'Params',
+           'ParamsError', 'missing_keys', 'parse_params', 'load_params', 'atomic_path', 'write_text_atomic',
+           'write_jsonl', 'RecordError', 'read_jsonl', 'seed_everything', 'base_policy_path', 'pick_device']
 
 # %% ../nbs/00_config.ipynb #f67e58a9
 class _Group(BaseModel):
@@ -24,10 +24,18 @@ class _Group(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=False, validate_assignment=True)
 
 # %% ../nbs/00_config.ipynb #9e3f3b3b
+class Llava665kParams(_Group):
+    "LLaVA-665K records as the image source (`data.llava665k.*`), for `data.source: llava665k`."
+    annotations: str = "llava_v1_5_mix665k.json"  # the records file, relative to data.root (LLaVA's ./playground/data)
+    instruction: str = "Can you provide a comprehensive caption for this image?"  # the paper's caption prompt
+
+# %% ../nbs/00_config.ipynb #7a5e0c1d
 class DataParams(_Group):
-    "The embedded scenes dataset (`data.*`), rendered by `reper.scenes.make_scenes`."
-    root: str = "data/scenes"                 # folder holding images/ and annotations/
-    seed: int = Field(0, ge=0)
+    "The images (`data.*`): the embedded scenes rendered by `reper.scenes.make_scenes`, or LLaVA-665K records."
+    source: Literal["scenes", "llava665k"] = "scenes"  # llava665k: one pool, no splits (`*.split` apply to the scenes)
+    root: str = "data/scenes"                 # scenes: images/ and annotations/; llava665k: the image folder (LLaVA's ./playground/data)
+    seed: int = Field(0, ge=0)                # scenes: rendering; llava665k: which records are sampled
+    llava665k: Llava665kParams = Llava665kParams()
     image_size: int = Field(64, ge=32, le=512)  # px, square
     n_train: int = Field(2000, ge=1)
     n_val: int = Field(200, ge=1)
@@ -45,7 +53,8 @@ class DataParams(_Group):
 # %% ../nbs/00_config.ipynb #8c180fe7
 class ModelParams(_Group):
     "The policy (`model.*`): a tiny LLaVA built from these sizes, or a local llava-hf checkpoint."
-    name_or_path: Optional[str] = None         # local llava-hf folder; None builds the tiny model
+    name_or_path: Optional[str] = None         # local llava-hf folder: the base policy, nothing pretrained; None: the tiny model
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # weights when stages load a policy (bfloat16 for 7B/13B on GPUs)
     vocab_size: int = Field(512, ge=64, le=65536)  # BPE vocabulary of the tiny tokenizer
     patch_size: int = Field(8, ge=2, le=64)     # px; image tokens = (image_size / patch_size)^2
     vision_hidden: int = Field(128, ge=8)
@@ -119,6 +128,8 @@ class OpenAIJudgeParams(_Group):
     backoff_s: float = Field(1.0, ge=0)
     max_tokens: int = Field(300, ge=1)
     cache_dir: str = "cache/judge"        # on-disk cache keyed by (model, prompt, image hash)
+    usd_per_mtok_prompt: float = Field(0.0, ge=0)      # price per million prompt tokens, for the cost estimate (0: not priced)
+    usd_per_mtok_completion: float = Field(0.0, ge=0)  # price per million completion tokens
 
 # %% ../nbs/00_config.ipynb #0f834ffd
 class JudgeParams(_Group):
@@ -133,6 +144,13 @@ class JudgeParams(_Group):
         if self.backend == "model" and not self.model_path: raise ValueError("backend 'model' needs judge.model_path")
         return self
 
+# %% ../nbs/00_config.ipynb #3c9d1e7a
+class ReferencesParams(_Group):
+    "Step 3a: the reference captions the rule scorer compares against (`references.*`)."
+    backend: Literal["dataset", "openai"] = "dataset"  # dataset: the scenes' own two; openai: asked of judge.openai's endpoint
+    models: list[str] = Field(default_factory=lambda: ["gpt-4o"], min_length=1)  # one reference per model (the paper: GPT-4o, Gemini-Pro)
+    max_tokens: int = Field(500, ge=1)         # per reference caption
+
 # %% ../nbs/00_config.ipynb #fdf5bad1
 class RuleScoreParams(_Group):
     "Step 3: the rule-based factual scorer (`rule_score.*`)."
@@ -140,6 +158,15 @@ class RuleScoreParams(_Group):
     wordnet: bool = False                 # match synonyms through WordNet (Debian's wordnet-base data)
     embedding_model: Optional[str] = None  # local sentence-embedding model folder; None: no embedding match
     embedding_threshold: float = Field(0.8, gt=0, le=1)
+    parser_model: Optional[str] = None    # local seq2seq scene-graph parser (FACTUAL's flan-t5); None: the lexicon extractor
+    parser_beams: int = Field(5, ge=1, le=16)           # beam search, as CAPTURE runs the parser
+    parser_max_new_tokens: int = Field(128, ge=8, le=1024)
+    parser_batch_size: int = Field(32, ge=1)            # sentences per generate call
+
+    @model_validator(mode="after")
+    def _parser_is_open(self):
+        if self.parser_model and self.vocab != "open": raise ValueError("parser_model needs vocab 'open' (the parser writes free English)")
+        return self
 
 # %% ../nbs/00_config.ipynb #2028c586
 class DialogueParams(_Group):
@@ -159,14 +186,27 @@ class Params(_Group):
     evaluate_base: EvaluateParams = EvaluateParams()
     candidates: CandidatesParams = CandidatesParams()
     judge: JudgeParams = JudgeParams()
+    references: ReferencesParams = ReferencesParams()
     rule_score: RuleScoreParams = RuleScoreParams()
     dialogue: DialogueParams = DialogueParams()
 
     @model_validator(mode="after")
     def _patches_fit(self):
-        if self.data.image_size % self.model.patch_size:
+        if self.model.name_or_path is None and self.data.image_size % self.model.patch_size:  # a checkpoint brings its own processor
             raise ValueError(f"data.image_size ({self.data.image_size}) must be a multiple of "
                              f"model.patch_size ({self.model.patch_size})")
+        return self
+
+    @model_validator(mode="after")
+    def _llava665k_needs(self):
+        "LLaVA-665K images have no scene graphs: whatever needs one must be switched off, naming the key."
+        if self.data.source != "llava665k": return self
+        need = [("model.name_or_path", self.model.name_or_path, "a llava-hf checkpoint (the tiny model is pretrained on the scenes)"),
+                ("judge.backend", self.judge.backend != "oracle", "'openai' or 'model' (the oracle reads scene graphs)"),
+                ("references.backend", self.references.backend == "openai", "'openai' (LLaVA-665K has no reference captions)"),
+                ("rule_score.vocab", self.rule_score.vocab == "open", "'open' (the scenes vocabulary knows only shapes)")]
+        if bad := [f"{k} must be {what}" for k, ok, what in need if not ok]:
+            raise ValueError("data.source 'llava665k' needs: " + "; ".join(bad))
         return self
 
 # %% ../nbs/00_config.ipynb #881f5c20
@@ -264,6 +304,11 @@ def seed_everything(seed: int):
     "Seed python, numpy and torch."
     import numpy as np, torch
     random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
+
+# %% ../nbs/00_config.ipynb #9a4c3e15
+def base_policy_path(P: Params) -> str:
+    "Folder of the base policy: `model.name_or_path` when set, else `pretrain.out_dir`."
+    return P.model.name_or_path or P.pretrain.out_dir
 
 # %% ../nbs/00_config.ipynb #494df1bf
 def pick_device(device: str = "auto") -> str:
