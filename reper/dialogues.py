@@ -28,15 +28,15 @@ def shard(jobs: list, rank: int = 0, world: int = 1) -> list:
     return jobs[rank::world]
 
 # %% ../nbs/09_dialogues.ipynb #625e2f37
-def sample_candidates(model, processor, scenes, images, temperatures: list[float], batch_size: int = 64,
+def sample_candidates(model, processor, items, images, temperatures: list[float], batch_size: int = 64,
                       max_new_tokens: int = 96, max_length: int = 512, seed: int = 0, rank: int = 0, world: int = 1,
                       progress: bool = True) -> list[dict]:
-    "One record per (image, temperature) job of this rank: image id, temperature, caption, token count."
-    mine = shard(candidate_jobs(len(scenes), temperatures), rank, world)
-    res = generate_answers(model, processor, [caption_dialogue(scenes[i].instruction) for _, i, _ in mine],
+    "One record per (image, temperature) job of this rank: item id, temperature, caption, token count."
+    mine = shard(candidate_jobs(len(items), temperatures), rank, world)
+    res = generate_answers(model, processor, [caption_dialogue(items[i].instruction) for _, i, _ in mine],
                            [images[i] for _, i, _ in mine], [t for _, _, t in mine], max_new_tokens=max_new_tokens,
                            batch_size=batch_size, max_length=max_length, seed=seed + rank, progress=progress)
-    return [dict(job=k, id=scenes[i].id, temperature=t, text=r["text"], n_tokens=r["n_tokens"], finished=r["finished"])
+    return [dict(job=k, id=items[i].id, temperature=t, text=r["text"], n_tokens=r["n_tokens"], finished=r["finished"])
             for (k, i, t), r in zip(mine, res)]
 
 # %% ../nbs/09_dialogues.ipynb #e6d0c134
@@ -51,8 +51,8 @@ def candidates_cli():
     "Sample `candidates.*` from the base policy, split across the processes of `accelerate launch` (or one)."
     import argparse, os
     from accelerate import PartialState
-    from reper.config import load_params, read_jsonl, write_jsonl
-    from reper.scenes import load_scenes
+    from reper.config import base_policy_path, load_params, read_jsonl, write_jsonl
+    from reper.items import load_items
     from reper.model import load_policy
     ap = argparse.ArgumentParser(description=candidates_cli.__doc__)
     ap.add_argument("--params", default="params.yaml")
@@ -60,9 +60,9 @@ def candidates_cli():
     a = ap.parse_args()
     P, state = load_params(a.params), PartialState()
     C = P.candidates
-    scenes, images, _ = load_scenes(P.data.root, C.split, P.data.on_bad_image, limit=C.n_images)
-    model, proc = load_policy(P.pretrain.out_dir, state.device)
-    recs = sample_candidates(model, proc, scenes, images, C.temperatures, C.batch_size, C.max_new_tokens, P.model.max_length,
+    items, images, _ = load_items(P.data, C.split, limit=C.n_images)
+    model, proc = load_policy(base_policy_path(P), state.device, P.model.dtype)
+    recs = sample_candidates(model, proc, items, images, C.temperatures, C.batch_size, C.max_new_tokens, P.model.max_length,
                              C.seed, state.process_index, state.num_processes, progress=state.is_main_process)
     part = f"{a.out}.rank{state.process_index}"
     write_jsonl(part, recs)
@@ -101,26 +101,29 @@ def sigma(judge_score: float, rule_score: float, reward: str) -> float:
     raise ValueError(f"reward must be 'judge', 'rule' or 'mean', got {reward!r}")
 
 # %% ../nbs/09_dialogues.ipynb #c7b529fa
-def dialogue_record(scene, chain: list[dict], dp: DialogueParams) -> dict:
-    "The stored dialogue: per turn its text, scores, reason and σ, and the chat messages for training."
+def dialogue_record(item, chain: list[dict], dp: DialogueParams) -> dict:
+    "The stored dialogue of `item` (a `reper.items.Item`): per turn its text, scores, reason and σ, and the chat messages for training."
     turns = [dict(text=c["text"], temperature=c["temperature"], judge_score=c["judge_score"], reason=c["reason"],
                   rule_score=c["rule_score"], sigma=sigma(c["judge_score"], c["rule_score"], dp.reward)) for c in chain]
-    msgs = [{"role": "user", "text": scene.instruction}]
+    msgs = [{"role": "user", "text": item.instruction}]
     for k, t in enumerate(turns):
         if k: msgs.append({"role": "user", "text": feedback_text(turns[k - 1]["judge_score"], turns[k - 1]["reason"])})
         msgs.append({"role": "assistant", "text": t["text"]})
-    return dict(id=scene.id, image=scene.image, instruction=scene.instruction, n_turns=len(turns), turns=turns, messages=msgs)
+    return dict(id=item.id, image=item.image, instruction=item.instruction, n_turns=len(turns), turns=turns, messages=msgs)
 
 # %% ../nbs/09_dialogues.ipynb #51c39558
-def build_dialogues(scenes, candidates: list[dict], dp: DialogueParams) -> tuple[list[dict], Counter]:
-    "Dialogues from judged and rule-scored candidates (grouped by image id); and counts of what was kept or dropped."
+def build_dialogues(items, candidates: list[dict], dp: DialogueParams) -> tuple[list[dict], Counter]:
+    "Dialogues from judged and rule-scored candidates (grouped by item id); and counts of what was kept or dropped."
     by_id, out, stats = {}, [], Counter()
     for c in candidates: by_id.setdefault(c["id"], []).append(c)
-    for s in scenes:
-        cands = by_id.get(s.id, [])
+    for it in items:
+        cands = by_id.get(it.id, [])
         stats["unscored candidates"] += sum(c["judge_score"] is None for c in cands)
+        if dp.reward != "judge":  # sigma needs the rule score, which an item without references lacks
+            stats["candidates without a rule score"] += sum(c["rule_score"] is None for c in cands)
+            cands = [c for c in cands if c["rule_score"] is not None]
         if not (chain := choose_chain(cands, dp)): stats["images without a dialogue"] += 1; continue
-        out.append(dialogue_record(s, chain, dp)); stats[f"{len(chain)}-turn dialogues"] += 1
+        out.append(dialogue_record(it, chain, dp)); stats[f"{len(chain)}-turn dialogues"] += 1
     return out, stats
 
 # %% ../nbs/09_dialogues.ipynb #4bbfa7e3
