@@ -258,9 +258,10 @@ class OpenAIReferences:
         write_text_atomic(path, json.dumps(dict(model=model, text=text)))
         return text
 
-    def __call__(self, instructions: list[str], images: list) -> list[list[str]]:
+    def __call__(self, instructions: list[str], images: list, progress: bool = False) -> list[list[str]]:
         "For each image, the non-empty captions of every model, in `models` order."
-        return [[t for m in self.models if (t := self.caption(m, ins, im))] for ins, im in zip(instructions, images)]
+        return [[t for m in self.models if (t := self.caption(m, ins, im))]
+                for ins, im in tqdm(zip(instructions, images), total=len(images), desc="references", disable=not progress)]
 
 # %% ../nbs/07_judge.ipynb #cd8f6ba5
 USAGE_KEYS = ("requests", "retries", "cache_hits", "prompt_tokens", "completion_tokens")
