@@ -160,3 +160,10 @@ def test_pretrain_records_the_given_checkpoint(paper):
     assert [f.name for f in (work / "models/base").iterdir()] == ["base_policy.json"]
     assert json.loads((work / "dvclive/pretrain/metrics.json").read_text())["base_policy"]["n_image_tokens"] == 576
     assert (work / "dvclive/pretrain/plots/metrics").is_dir()
+
+def test_evaluate_base_on_665k_images(paper):
+    "Without scene graphs the base policy's greedy captions give statistics only; bad images counted, not fatal."
+    work, _, _ = paper
+    run_stage("11_evaluate_base", work)
+    m = json.loads((work / "metrics/base.json").read_text())
+    assert (m["n_captions"], m["n_skipped"]) == (N_GOOD, 2) and m["mean_words"] > 0 and "obj_precision" not in m
