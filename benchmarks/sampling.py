@@ -2,13 +2,13 @@
 
     python benchmarks/sampling.py [--params params.yaml] [--images 8]
 
-Uses the base policy from `pretrain.out_dir` (run `dvc repro pretrain` first) and the first
-training images at every temperature of `candidates.temperatures`. Prints figures; asserts nothing.
+Uses the base policy (`model.name_or_path`, or `pretrain.out_dir`: run `dvc repro pretrain` first) and the
+first items of `data.source` at every temperature of `candidates.temperatures`. Prints figures; asserts nothing.
 """
 import argparse, time
 import torch
-from reper.config import load_params
-from reper.scenes import load_scenes
+from reper.config import base_policy_path, load_params, pick_device
+from reper.items import load_items
 from reper.model import load_policy
 from reper.dialogues import sample_candidates
 
@@ -18,17 +18,17 @@ ap.add_argument("--images", type=int, default=8)
 a = ap.parse_args()
 P = load_params(a.params); C = P.candidates
 torch.set_num_threads(P.pretrain.threads)
-scenes, images, _ = load_scenes(P.data.root, C.split, limit=a.images)
-model, proc = load_policy(P.pretrain.out_dir)
-n = len(scenes) * len(C.temperatures)
+items, images, _ = load_items(P.data, C.split, limit=a.images)
+model, proc = load_policy(base_policy_path(P), pick_device(P.pretrain.device), P.model.dtype)
+n = len(items) * len(C.temperatures)
 kw = dict(max_new_tokens=C.max_new_tokens, max_length=P.model.max_length, seed=C.seed, progress=False)
 
-t = time.perf_counter(); batched = sample_candidates(model, proc, scenes, images, C.temperatures, batch_size=C.batch_size, **kw)
+t = time.perf_counter(); batched = sample_candidates(model, proc, items, images, C.temperatures, batch_size=C.batch_size, **kw)
 t_batched = time.perf_counter() - t
-t = time.perf_counter(); single = sample_candidates(model, proc, scenes, images, C.temperatures, batch_size=1, **kw)
+t = time.perf_counter(); single = sample_candidates(model, proc, items, images, C.temperatures, batch_size=1, **kw)
 t_single = time.perf_counter() - t
 tokens = lambda recs: sum(r["n_tokens"] for r in recs)
-print(f"{n} captions ({len(scenes)} images x {len(C.temperatures)} temperatures), torch threads {torch.get_num_threads()}")
+print(f"{n} captions ({len(items)} images x {len(C.temperatures)} temperatures), torch threads {torch.get_num_threads()}")
 print(f"batched (batch {C.batch_size}): {n / t_batched:7.2f} captions/s  {tokens(batched) / t_batched:8.1f} tokens/s  ({t_batched:.1f} s)")
 print(f"one at a time:       {n / t_single:7.2f} captions/s  {tokens(single) / t_single:8.1f} tokens/s  ({t_single:.1f} s)")
 print(f"speed-up: {t_single / t_batched:.1f}x")

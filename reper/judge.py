@@ -18,9 +18,10 @@ from .scenes import Scene, INSTRUCTIONS, _listing, _png_bytes
 from .metrics import CaptionMatch, match_caption
 
 # %% auto #0
-__all__ = ['JUDGE_PROMPT', 'REASK', 'CRITIC_PROMPT', 'JudgeItem', 'Judgement', 'oracle_points', 'oracle_reason',
+__all__ = ['JUDGE_PROMPT', 'REASK', 'USAGE_KEYS', 'CRITIC_PROMPT', 'JudgeItem', 'Judgement', 'oracle_points', 'oracle_reason',
            'oracle_judgement', 'parse_judgement', 'feedback_text', 'OracleJudge', 'judge_captions', 'chat_messages',
-           'cache_key', 'JudgeError', 'api_key', 'retry_after', 'post_chat', 'OpenAIJudge', 'ModelJudge', 'make_judge']
+           'cache_key', 'JudgeError', 'api_key', 'retry_after', 'post_chat', 'OpenAIJudge', 'OpenAIReferences',
+           'usage_metrics', 'ModelJudge', 'make_judge']
 
 # %% ../nbs/07_judge.ipynb #6772ec85
 @dataclass
@@ -211,9 +212,9 @@ class OpenAIJudge:
         self.op, self.retries, self.sleep, self.usage = op, unparseable_retries, sleep, Counter()
         self.url, self.cache = op.base_url.rstrip("/") + "/chat/completions", Path(op.cache_dir)
 
-    def ask(self, messages: list[dict]) -> str:
-        "One reply to `messages`, its token usage counted."
-        body = dict(model=self.op.model, messages=messages, max_tokens=self.op.max_tokens, temperature=0)
+    def ask(self, messages: list[dict], model: str | None = None) -> str:
+        "One reply to `messages` from `model` (default: the judge's), its token usage counted."
+        body = dict(model=model or self.op.model, messages=messages, max_tokens=self.op.max_tokens, temperature=0)
         reply = post_chat(self.url, body, api_key(self.op.api_key_env, self.url), self.op, self.usage, self.sleep)
         for k in ("prompt_tokens", "completion_tokens"): self.usage[k] += int((reply.get("usage") or {}).get(k) or 0)
         try: content = reply["choices"][0]["message"]["content"]
@@ -239,6 +240,38 @@ class OpenAIJudge:
         return j
 
     def __call__(self, items: list[JudgeItem]) -> list[Judgement]: return [self.judge(it) for it in items]
+
+# %% ../nbs/07_judge.ipynb #8f4b2d61
+class OpenAIReferences:
+    "Reference captions from each of `models` behind the judge's OpenAI-compatible endpoint, cached on disk."
+    def __init__(self, op: OpenAIJudgeParams, models: list[str], max_tokens: int = 500, sleep=time.sleep):
+        self.client, self.models = OpenAIJudge(op.model_copy(update=dict(max_tokens=max_tokens)), 0, sleep), list(models)
+        self.usage = self.client.usage
+
+    def caption(self, model: str, instruction: str, image) -> str:
+        "`model`'s (cached) caption of `image`, answering `instruction`; '' when it gave none."
+        png = _png_bytes(image)
+        path = self.client.cache / f"{cache_key(model, 'reference caption: ' + instruction, png)}.json"
+        if path.exists(): self.usage["cache_hits"] += 1; return json.loads(path.read_text())["text"]
+        text = self.client.ask(chat_messages(instruction, png), model).strip()
+        if not text: self.usage["empty"] += 1
+        write_text_atomic(path, json.dumps(dict(model=model, text=text)))
+        return text
+
+    def __call__(self, instructions: list[str], images: list, progress: bool = False) -> list[list[str]]:
+        "For each image, the non-empty captions of every model, in `models` order."
+        return [[t for m in self.models if (t := self.caption(m, ins, im))]
+                for ins, im in tqdm(zip(instructions, images), total=len(images), desc="references", disable=not progress)]
+
+# %% ../nbs/07_judge.ipynb #cd8f6ba5
+USAGE_KEYS = ("requests", "retries", "cache_hits", "prompt_tokens", "completion_tokens")
+
+def usage_metrics(usage: Counter, op: OpenAIJudgeParams | None = None) -> dict:
+    "A stage's usage log: `USAGE_KEYS` (0 when none), any other counts, and `cost_usd` when `op` is given."
+    out = {k: int(usage.get(k, 0)) for k in USAGE_KEYS} | {k: int(v) for k, v in usage.items() if k not in USAGE_KEYS}
+    if op is not None:
+        out["cost_usd"] = round((out["prompt_tokens"] * op.usd_per_mtok_prompt + out["completion_tokens"] * op.usd_per_mtok_completion) / 1e6, 6)
+    return out
 
 # %% ../nbs/07_judge.ipynb #0e92906a
 CRITIC_PROMPT = ('Here is a caption of this image: "{caption}" Rate it from 1 to 10 for authenticity, correctness and detail. '

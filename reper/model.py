@@ -6,18 +6,20 @@ Docs: https://reper-dev.github.io/reper/model.html.md"""
 
 # %% ../nbs/03_model.ipynb #c03ea28f
 from __future__ import annotations
-import json
+import bisect, hashlib, json
 from pathlib import Path
 import torch
 from tokenizers import Tokenizer, models, trainers, pre_tokenizers, decoders
-from transformers import (AutoProcessor, CLIPImageProcessorPil, CLIPVisionConfig, LlamaConfig, LlavaConfig,
+from transformers import (AutoProcessor, CLIPImageProcessorPil, CLIPVisionConfig, LlamaConfig, LlamaTokenizer, LlavaConfig,
                           LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerFast)
 from .config import ModelParams, atomic_path
 
 # %% auto #0
-__all__ = ['IMAGE_TOKEN', 'SPECIAL_TOKENS', 'CHAT_TEMPLATE', 'SCAFFOLD_TEXTS', 'render_dialogue', 'train_tokenizer',
+__all__ = ['IMAGE_TOKEN', 'SPECIAL_TOKENS', 'CHAT_TEMPLATE', 'SCAFFOLD_TEXTS', 'CHECKPOINT_RECORD', 'CLIP_MEAN', 'CLIP_STD',
+           'LLAVA15_IMAGE_SIZE', 'LLAVA15_PATCH', 'LLAVA15_CHAT_TEMPLATE', 'render_dialogue', 'train_tokenizer',
            'make_processor', 'n_image_tokens', 'encode_dialogue', 'tiny_llava_config', 'build_tiny_policy',
-           'save_policy', 'load_policy']
+           'save_policy', 'complete_processor', 'load_policy', 'train_llama_tokenizer', 'llava15_processor',
+           'tiny_llava15', 'checkpoint_record', 'record_checkpoint']
 
 # %% ../nbs/03_model.ipynb #e19c9497
 IMAGE_TOKEN = "<image>"
@@ -81,10 +83,13 @@ def encode_dialogue(processor, messages: list[dict], max_length: int, add_genera
     "Token ids, labels and per-token turn index of a dialogue (image tokens expanded)."
     tok = processor.tokenizer
     img = IMAGE_TOKEN * n_image_tokens(processor)
-    ids, turns = ([tok.bos_token_id], [-1]) if tok.bos_token_id is not None else ([], [])
-    for text, turn in render_dialogue(messages, tok.eos_token, add_generation_prompt):
-        piece = tok(text.replace(IMAGE_TOKEN, img), add_special_tokens=False)["input_ids"]
-        ids += piece; turns += [turn] * len(piece)
+    segs = [(text.replace(IMAGE_TOKEN, img), turn) for text, turn in render_dialogue(messages, tok.eos_token, add_generation_prompt)]
+    ends, n = [], 0  # character offset where each segment ends
+    for text, _ in segs: n += len(text); ends.append(n)
+    enc = tok("".join(t for t, _ in segs), add_special_tokens=False, return_offsets_mapping=True)
+    ids = enc["input_ids"]
+    turns = [segs[min(bisect.bisect_right(ends, start), len(segs) - 1)][1] for start, _ in enc["offset_mapping"]]
+    if tok.bos_token_id is not None: ids, turns = [tok.bos_token_id] + ids, [-1] + turns
     n_img = sum(i == processor.image_token_id for i in ids)
     if n_img != n_image_tokens(processor):
         raise ValueError(f"dialogue has {n_img} image tokens, the processor expects {n_image_tokens(processor)}")
@@ -126,10 +131,96 @@ def save_policy(model, processor, path):
     with atomic_path(path, is_dir=True) as tmp:
         model.save_pretrained(tmp); processor.save_pretrained(tmp)
 
+# %% ../nbs/03_model.ipynb #f3cf7a0e
+CHECKPOINT_RECORD = "base_policy.json"  # what pretrain.out_dir holds when the base policy is a given checkpoint
+
+# %% ../nbs/03_model.ipynb #d1ad5fc9
+def complete_processor(processor, config):
+    "Fill in `patch_size`, feature strategy and CLS count that older llava-hf processor files lack, from the model's `config`."
+    if getattr(processor, "patch_size", None) is None:
+        processor.patch_size = config.vision_config.patch_size
+        processor.vision_feature_select_strategy = config.vision_feature_select_strategy
+        processor.num_additional_image_tokens = 1  # CLIP's CLS
+    return processor
+
 # %% ../nbs/03_model.ipynb #2c673d1f
 def load_policy(path, device: str = "cpu", dtype=None):
-    "Load a llava-hf format policy (model in eval mode, processor) from a local folder."
+    "Load a llava-hf format policy (model in eval mode, processor) from a local folder; `dtype` a torch dtype or its name."
     path = Path(path)
+    if (path / CHECKPOINT_RECORD).exists() and not (path / "config.json").exists():
+        given = json.loads((path / CHECKPOINT_RECORD).read_text())["name_or_path"]
+        raise FileNotFoundError(f"{path} only records the given base policy {given}: load that (reper.config.base_policy_path)")
     if not (path / "config.json").exists(): raise FileNotFoundError(f"{path}: no llava-hf checkpoint here (config.json missing)")
-    model = LlavaForConditionalGeneration.from_pretrained(path, dtype=dtype or torch.float32).to(device).eval()
-    return model, AutoProcessor.from_pretrained(path)
+    dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype or torch.float32
+    model = LlavaForConditionalGeneration.from_pretrained(path, dtype=dtype).to(device).eval()
+    return model, complete_processor(AutoProcessor.from_pretrained(path), model.config)
+
+# %% ../nbs/03_model.ipynb #5f2b8d41
+CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]  # OpenAI CLIP's normalisation, as LLaVA-1.5's processor
+CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+LLAVA15_IMAGE_SIZE, LLAVA15_PATCH = 336, 14     # px; CLIP ViT-L/14-336
+LLAVA15_CHAT_TEMPLATE = (  # llava-hf's template for LLaVA-1.5 (what `apply_chat_template` renders with a real checkpoint)
+    "{% for message in messages %}{% if message['role'] != 'system' %}{{ message['role'].upper() + ': '}}{% endif %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>\\n' }}{% endfor %}"
+    "{% if message['role'] != 'assistant' %}{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
+    "{{ content['text'] + ' '}}{% endfor %}{% else %}{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
+    "{% generation %}{{ content['text'] + ' '}}{% endgeneration %}{% endfor %}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}")
+
+# %% ../nbs/03_model.ipynb #6a3c9e52
+def train_llama_tokenizer(texts: list[str], vocab_size: int = 512) -> LlamaTokenizer:
+    "A Llama-style tokenizer (SentencePiece BPE: '▁' for spaces, byte fallback) trained on `texts`, with LLaVA-1.5's `<image>` and `<pad>`."
+    t = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>"))
+    t.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=True)  # pieces never span a space
+    byte_pieces = [f"<0x{i:02X}>" for i in range(256)]  # Llama's ids 3..258
+    t.train_from_iterator(list(texts) + SCAFFOLD_TEXTS * 50,
+                          trainers.BpeTrainer(vocab_size=vocab_size + 259, special_tokens=["<unk>", "<s>", "</s>", *byte_pieces], show_progress=False))
+    bpe = json.loads(t.to_str())["model"]
+    return LlamaTokenizer(vocab=bpe["vocab"], merges=[tuple(m) for m in bpe["merges"]], add_bos_token=True, pad_token="<pad>",
+                          extra_special_tokens={"image_token": IMAGE_TOKEN})
+
+# %% ../nbs/03_model.ipynb #7b4d0f63
+def llava15_processor(tokenizer) -> LlavaProcessor:
+    "LLaVA-1.5's processor (llava-hf settings): 336 px CLIP preprocessing, patch 14, CLS dropped: 576 image tokens."
+    ip = CLIPImageProcessorPil(size={"shortest_edge": LLAVA15_IMAGE_SIZE}, crop_size={"height": LLAVA15_IMAGE_SIZE, "width": LLAVA15_IMAGE_SIZE},
+                               resample=3, do_center_crop=True, do_convert_rgb=True, image_mean=CLIP_MEAN, image_std=CLIP_STD)  # 3: bicubic
+    return LlavaProcessor(image_processor=ip, tokenizer=tokenizer, patch_size=LLAVA15_PATCH, vision_feature_select_strategy="default",
+                          num_additional_image_tokens=1, chat_template=LLAVA15_CHAT_TEMPLATE)
+
+# %% ../nbs/03_model.ipynb #8c5e1a74
+def tiny_llava15(texts: list[str], seed: int = 0, vocab_size: int = 512):
+    "LLaVA-1.5 in miniature: llava-hf's config layout, processor and tokenizer kind, toy widths, random weights."
+    tok = train_llama_tokenizer(texts, vocab_size)
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, projection_dim=32,
+                              image_size=LLAVA15_IMAGE_SIZE, patch_size=LLAVA15_PATCH)  # real: 1024 wide, 24 layers
+    text = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                       vocab_size=len(tok), max_position_embeddings=4096, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                       pad_token_id=tok.pad_token_id)  # real: 4096 wide (7B), 32 layers
+    cfg = LlavaConfig(vision_config=vision, text_config=text, image_token_index=tok.convert_tokens_to_ids(IMAGE_TOKEN),
+                      image_seq_length=(LLAVA15_IMAGE_SIZE // LLAVA15_PATCH) ** 2, projector_hidden_act="gelu",
+                      vision_feature_layer=-2, vision_feature_select_strategy="default", pad_token_id=tok.pad_token_id)
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(cfg)
+    model.generation_config.pad_token_id, model.generation_config.eos_token_id = tok.pad_token_id, tok.eos_token_id
+    return model, llava15_processor(tok)
+
+# %% ../nbs/03_model.ipynb #04d0b1f2
+def checkpoint_record(path) -> dict:
+    "Where a llava-hf checkpoint is and what it is (architecture, image tokens, files and sizes): no weights read."
+    path = Path(path).expanduser().resolve()
+    if not (path / "config.json").exists(): raise FileNotFoundError(f"{path}: no llava-hf checkpoint here (config.json missing)")
+    cfg = LlavaConfig.from_pretrained(path)
+    if cfg.model_type != "llava": raise ValueError(f"{path}: a {cfg.model_type!r} checkpoint; reper loads llava-hf LLaVA checkpoints ('llava')")
+    proc = complete_processor(AutoProcessor.from_pretrained(path), cfg)
+    files = {str(f.relative_to(path)): f.stat().st_size for f in sorted(path.rglob("*")) if f.is_file()}
+    small = {k: hashlib.sha256((path / k).read_bytes()).hexdigest() for k, n in files.items() if k.endswith(".json") and n < 2**24}
+    return dict(name_or_path=str(path), architectures=cfg.architectures, image_size=proc.image_processor.crop_size["height"],
+                patch_size=proc.patch_size, n_image_tokens=n_image_tokens(proc), vocab_size=len(proc.tokenizer),
+                text_layers=cfg.text_config.num_hidden_layers, n_bytes=sum(files.values()), files=files, sha256=small)
+
+# %% ../nbs/03_model.ipynb #15e2c303
+def record_checkpoint(path, out_dir) -> dict:
+    "Write `checkpoint_record(path)` into `out_dir` (atomically, replacing what was there); return it."
+    rec = checkpoint_record(path)
+    with atomic_path(out_dir, is_dir=True) as tmp: (Path(tmp) / CHECKPOINT_RECORD).write_text(json.dumps(rec, indent=1))
+    return rec

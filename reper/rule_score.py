@@ -6,7 +6,7 @@ Docs: https://reper-dev.github.io/reper/rule_score.html.md"""
 
 # %% ../nbs/08_rule_score.ipynb #097b042c
 from __future__ import annotations
-import functools, shutil, warnings
+import functools, re, shutil, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -16,9 +16,10 @@ from .metrics import tokenize, parse_caption
 
 # %% auto #0
 __all__ = ['LEXNAMES', 'COCO_WORDS', 'LEXICON', 'COLOUR_WORDS', 'SIZE_WORDS', 'ADJECTIVES', 'REL_PHRASES', 'SWAP', 'SYMMETRIC',
-           'CAPTURE_WEIGHTS', 'build_wordnet', 'load_wordnet', 'canonical_relation', 'object_word', 'Elements',
-           'scene_elements', 'open_elements', 'same_word', 'same_element', 'element_text', 'count_matches', 'prf',
-           'load_encoder', 'RuleScorer']
+           'FACTUAL_PROMPT', 'CAPTURE_WEIGHTS', 'build_wordnet', 'load_wordnet', 'canonical_relation', 'object_word',
+           'Elements', 'scene_elements', 'open_elements', 'sentences', 'factual_facts', 'factual_elements',
+           'load_factual_parser', 'same_word', 'same_element', 'element_text', 'count_matches', 'prf', 'load_encoder',
+           'RuleScorer']
 
 # %% ../nbs/08_rule_score.ipynb #89be1cf3
 LEXNAMES = ("adj.all adj.pert adv.all noun.Tops noun.act noun.animal noun.artifact noun.attribute noun.body noun.cognition "
@@ -181,6 +182,63 @@ def open_elements(text, wn=None) -> Elements:
     W = [o["word"] for o in objs]
     return Elements(W, [(s, o["word"]) for o in objs for s in o["adjs"].values()], [(W[a], r, W[b]) for a, r, b in rels])
 
+# %% ../nbs/08_rule_score.ipynb #2c8f5a31
+FACTUAL_PROMPT = "Generate Scene Graph: "  # the parser's input prefix
+
+def sentences(text) -> list[str]:
+    "The sentences of `text` (split after '.', '!' or '?'), each stripped; none for an empty text."
+    return [x for x in (t.strip() for t in re.split(r"(?<=[.!?])\s+", str(text or "").strip())) if x]
+
+# %% ../nbs/08_rule_score.ipynb #3d9a6b42
+def factual_facts(graph: str) -> list[list[str]]:
+    "The facts of a FACTUAL graph string, each a list of lower-cased parts; an unclosed last fact and identifier marks ('v:', ':2') dropped."
+    graph = re.sub(r"\b(?:p?v):|:\d+\b", "", str(graph or ""))
+    out = []
+    for body in re.findall(r"\(([^()]*)\)", graph):
+        parts = [x.strip().lower() for x in body.split(",")]
+        if all(parts) and parts not in out: out.append(parts)
+    return out
+
+# %% ../nbs/08_rule_score.ipynb #4eab7c53
+def _head(w: str, wn=None) -> str:
+    "An entity's head in the form both sides are compared in: articles dropped, the last word singular."
+    *pre, last = re.sub(r"^(?:a|an|the)\s+", "", w).split() or [""]
+    return " ".join([*pre, object_word(last, wn) or (wn.morphy(last, "n") if wn is not None else None) or last])
+
+def factual_elements(graphs: list[str], wn=None) -> Elements:
+    "Elements of one caption from its sentences' FACTUAL graphs: `is` facts are attributes (numbers are counts), 3-part facts relations."
+    objs, attrs, rels = [], [], []
+    for parts in (f for g in graphs for f in factual_facts(g)):
+        subj = _head(parts[0], wn)
+        if subj not in objs: objs.append(subj)
+        if len(parts) != 3: continue  # ( cat ) or ( cat , sleep ): an object only
+        if parts[1] == "is":
+            if not parts[2].isdigit() and " of" not in parts[2] and (parts[2], subj) not in attrs: attrs.append((parts[2], subj))
+            continue
+        obj = _head(parts[2], wn)
+        if obj not in objs: objs.append(obj)
+        t = canonical_relation(subj, REL_PHRASES.get(parts[1], parts[1]), obj)
+        if t not in rels: rels.append(t)
+    return Elements(objs, attrs, rels)
+
+# %% ../nbs/08_rule_score.ipynb #82efab07
+def load_factual_parser(path, device: str = "cpu", beams: int = 5, max_new_tokens: int = 128, batch_size: int = 32):
+    "A FACTUAL-style scene-graph parser from a local seq2seq folder: sentences -> graph strings."
+    import torch
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+    tok, model = AutoTokenizer.from_pretrained(path), AutoModelForSeq2SeqLM.from_pretrained(path).to(device).eval()
+    @torch.no_grad()
+    def parse(sents: list[str]) -> list[str]:
+        out = []
+        for s in range(0, len(sents), batch_size):
+            b = tok([FACTUAL_PROMPT + x.strip() for x in sents[s:s + batch_size]], max_length=64, truncation=True, padding=True,
+                    return_tensors="pt").to(device)
+            g = model.generate(**b, num_beams=beams, early_stopping=beams > 1, max_new_tokens=max_new_tokens,
+                               decoder_start_token_id=tok.pad_token_id)
+            out += [x.replace(FACTUAL_PROMPT.strip(), "").strip() for x in tok.batch_decode(g, skip_special_tokens=True)]
+        return out
+    return parse
+
 # %% ../nbs/08_rule_score.ipynb #b778aea7
 @functools.lru_cache(maxsize=None)
 def _synsets(wn, word: str, pos: str) -> frozenset: return frozenset(s.name() for s in wn.synsets(word.replace(" ", "_"), pos))
@@ -239,17 +297,28 @@ def load_encoder(path, device: str = "cpu"):
 # %% ../nbs/08_rule_score.ipynb #97a53c56
 class RuleScorer:
     "CAPTURE-style factual score of a caption against reference captions."
-    def __init__(self, rp: RuleScoreParams, encode=None, wordnet_dir: str = "~/.cache/reper/nltk_data"):
+    def __init__(self, rp: RuleScoreParams, encode=None, wordnet_dir: str = "~/.cache/reper/nltk_data", parse=None, device: str = "cpu"):
         vocab = rp.vocab  # 'scenes' or 'open' (free English)
         self.wn = load_wordnet(wordnet_dir) if rp.wordnet else None
-        self.encode = encode if encode is not None else load_encoder(rp.embedding_model) if rp.embedding_model else None
+        self.encode = encode if encode is not None else load_encoder(rp.embedding_model, device) if rp.embedding_model else None
+        self.parse = parse if parse is not None else load_factual_parser(rp.parser_model, device, rp.parser_beams, rp.parser_max_new_tokens,
+                                                                         rp.parser_batch_size) if rp.parser_model else None
         self.vocab, self.threshold, self._elements = vocab, rp.embedding_threshold, {}
+
+    def prepare(self, texts):
+        "Parse every text not yet cached, the model parser's sentences in one batched pass."
+        todo = list(dict.fromkeys(k for t in texts if (k := str(t or "")) not in self._elements))
+        if self.parse is None:
+            for k in todo: self._elements[k] = scene_elements(k) if self.vocab == "scenes" else open_elements(k, self.wn)
+            return
+        sents = [sentences(k) for k in todo]
+        graphs = iter(self.parse([x for ss in sents for x in ss]) if any(sents) else [])
+        for k, ss in zip(todo, sents): self._elements[k] = factual_elements([next(graphs) for _ in ss], self.wn)
 
     def elements(self, text) -> Elements:
         "The (cached) elements of `text`."
-        key = str(text or "")
-        if key not in self._elements: self._elements[key] = scene_elements(key) if self.vocab == "scenes" else open_elements(key, self.wn)
-        return self._elements[key]
+        self.prepare([text])
+        return self._elements[str(text or "")]
 
     def __call__(self, caption, references: list[str]) -> dict:
         "`capture` and `{obj,attr,rel}_{precision,recall,f1}` of `caption`, averaged over `references`."

@@ -5,13 +5,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 from reper.config import parse_params
-from reper.judge import JudgeError, JudgeItem, REASK, judge_captions, make_judge
+from reper.judge import JudgeError, JudgeItem, OpenAIReferences, REASK, judge_captions, make_judge, usage_metrics
 from reper.scenes import make_scene
 
 KEY = "sk-test-0123456789abcdef"  # a fake key; it must reach the server and nothing else
 
 class ChatServer:
-    "A chat-completions endpoint on 127.0.0.1: answers from `script` in order (the last entry repeats), records every request."
+    "A chat-completions endpoint on 127.0.0.1: answers from `script` in order (the last entry repeats; `fn` computes the text from the request body), records every request."
     def __init__(self, script):
         self.script, self.requests = list(script), []
         srv = self
@@ -24,7 +24,7 @@ class ChatServer:
                 if step.get("sleep"): time.sleep(step["sleep"])
                 status = step.get("status", 200)
                 payload = step.get("raw") or json.dumps(
-                    {"choices": [{"message": {"role": "assistant", "content": step.get("text", "")}}],
+                    {"choices": [{"message": {"role": "assistant", "content": step["fn"](body) if "fn" in step else step.get("text", "")}}],
                      "usage": {"prompt_tokens": 100, "completion_tokens": 10}} if status == 200 else {"error": step.get("error", "busy")})
                 payload = payload.replace("$AUTH", self.headers.get("Authorization", ""))
                 try:
@@ -162,3 +162,24 @@ def test_key_reaches_the_server_and_no_file(serve, items, tmp_path, monkeypatch)
     files = [f for f in tmp_path.rglob("*") if f.is_file()]
     assert len(files) >= 4 and not [f for f in files if KEY.encode() in f.read_bytes()]
     assert KEY not in repr(j.__dict__)
+
+def test_reference_captions_one_request_per_model_then_cached(serve, items, tmp_path, monkeypatch):
+    "Each model of `references.models` is asked the item's instruction about its image; a rerun is all cache hits."
+    s = serve({"fn": lambda body: f"A caption by {body['model']}."})
+    monkeypatch.setenv("REPER_TEST_KEY", KEY)
+    op = parse_params({"judge": {"openai": dict(base_url=s.url, api_key_env="REPER_TEST_KEY", cache_dir=str(tmp_path / "cache"),
+                                               usd_per_mtok_prompt=2.5, usd_per_mtok_completion=10.0)}}).judge.openai
+    refs = OpenAIReferences(op, ["gpt-4o", "gemini-1.5-pro"], max_tokens=500)
+    got = refs([it.instruction for it in items], [it.image for it in items])
+    assert got == [["A caption by gpt-4o.", "A caption by gemini-1.5-pro."]] * 2
+    assert [r["body"]["model"] for r in s.requests] == ["gpt-4o", "gemini-1.5-pro"] * 2
+    text, img = s.requests[0]["body"]["messages"][0]["content"]
+    assert text["text"] == items[0].instruction and img["image_url"]["url"].startswith("data:image/png;base64,")
+    assert {r["body"]["max_tokens"] for r in s.requests} == {500} and {r["auth"] for r in s.requests} == {f"Bearer {KEY}"}
+    u = usage_metrics(refs.usage, op)
+    assert (u["requests"], u["prompt_tokens"], u["completion_tokens"], u["cache_hits"]) == (4, 400, 40, 0)
+    assert u["cost_usd"] == round((400 * 2.5 + 40 * 10.0) / 1e6, 6)
+    again = OpenAIReferences(op, ["gpt-4o", "gemini-1.5-pro"])
+    monkeypatch.delenv("REPER_TEST_KEY")
+    assert again([it.instruction for it in items], [it.image for it in items]) == got
+    assert len(s.requests) == 4 and usage_metrics(again.usage)["cache_hits"] == 4

@@ -37,13 +37,23 @@ BAD = [  # (dotted key, bad value, words the message must contain)
     ("evaluate_base.max_new_tokens", None, "valid integer"),
     ("pretrain.setps", 10, "unknown key"),
     ("evaluate_base.temperature", 0.5, "unknown key"),
+    ("data.source", "coco", "'scenes' or 'llava665k'"),
+    ("data.llava665k.annotations", None, "valid string"),
+    ("data.llava665k.split", "train", "unknown key"),
+    ("model.dtype", "fp8", "'float32', 'bfloat16' or 'float16'"),
+    ("judge.openai.usd_per_mtok_prompt", -2.5, "greater than or equal to 0"),
+    ("references.backend", "gemini", "'dataset' or 'openai'"),
+    ("references.models", [], "at least 1 item"),
+    ("references.max_tokens", 0, "greater than or equal to 1"),
+    ("rule_score.parser_beams", 0, "greater than or equal to 1"),
+    ("rule_score.parser_max_new_tokens", 4, "greater than or equal to 8"),
 ]
 
 @pytest.mark.parametrize("key,value,allowed", BAD, ids=[f"{k}={v!r}" for k, v, _ in BAD])
 def test_bad_value_names_key_value_and_rule(key, value, allowed):
     with pytest.raises(ParamsError) as e: parse_params(with_value(key, value), "params.yaml")
     msg = str(e.value)
-    grp, last = key.split(".")
+    *grp, last = key.split("."); grp = ".".join(grp)
     # the file and the key: `params.yaml: pretrain.lr: …`, or a rule on a group / the whole file that names the key
     assert msg.startswith("params.yaml: ") and (key in msg or (f"params.yaml: {grp}: " in msg and last in msg)), msg
     assert allowed in msg, msg
@@ -81,3 +91,37 @@ def test_params_file_must_give_every_key(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(ParamsError) as e: load_params(tmp_path / "params.yaml")
     assert "judge.openai.timeout_s: missing" in str(e.value) and "dialogue: missing" in str(e.value)
+
+PAPER = {"data.source": "llava665k", "data.root": "/data/llava/playground/data", "model.name_or_path": "/ckpt/llava-1.5-13b-hf",
+         "judge.backend": "openai", "references.backend": "openai", "rule_score.vocab": "open"}
+
+def with_values(pairs: dict) -> dict:
+    "GOOD with each dotted key of `pairs` set."
+    raw = copy.deepcopy(GOOD)
+    for key, value in pairs.items():
+        *grp, last = key.split("."); d = raw
+        for g in grp: d = d[g]
+        d[last] = value
+    return raw
+
+def test_shipped_params_keep_the_embedded_default():
+    for path in ("params.yaml", "profiles/smoke.yaml"):
+        p = load_params(ROOT / path)
+        assert (p.data.source, p.model.name_or_path, p.references.backend, p.rule_score.parser_model) == ("scenes", None, "dataset", None)
+
+def test_paper_scale_is_values_only():
+    "The paper's setup validates from the shipped params by changing values; model.patch_size no longer has to fit the scenes."
+    p = parse_params(with_values({**PAPER, "model.patch_size": 7}))
+    assert p.data.llava665k.instruction == "Can you provide a comprehensive caption for this image?"
+
+@pytest.mark.parametrize("key", [k for k in PAPER if k not in ("data.source", "data.root")])
+def test_llava665k_names_each_key_still_on_the_scenes(key):
+    "LLaVA-665K has no scene graphs or references: every key that would need them is named, with what it must be."
+    bad = {**PAPER, key: GOOD[key.split(".")[0]][key.split(".")[1]]}  # that one key back at the embedded default
+    with pytest.raises(ParamsError) as e: parse_params(with_values(bad))
+    assert str(e.value).startswith("params.yaml: data.source 'llava665k' needs: ") and f"{key} must be" in str(e.value), str(e.value)
+
+def test_parser_model_needs_the_open_vocabulary():
+    with pytest.raises(ParamsError, match=r"params.yaml: rule_score: parser_model needs vocab 'open'"):
+        parse_params(with_values({"rule_score.parser_model": "/ckpt/flan-t5-base-VG-factual-sg"}))
+    assert parse_params(with_values({"rule_score.parser_model": "/ckpt/f", "rule_score.vocab": "open"})).rule_score.parser_beams == 5

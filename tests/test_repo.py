@@ -36,7 +36,7 @@ def test_readme_has_two_commands_and_ci_runs_the_test_one():
 
 def stage_notebooks() -> list[str]:
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    return [re.search(r"papermill (\S+\.ipynb)", s["cmd"]).group(1) for s in stages.values()]
+    return sorted({re.search(r"papermill (\S+\.ipynb)", s.get("do", s)["cmd"]).group(1) for s in stages.values()})
 
 @pytest.mark.parametrize("nb", stage_notebooks())
 def test_stage_notebook_shape(nb):
@@ -48,7 +48,7 @@ def test_stage_notebook_shape(nb):
     assert book.metadata.get("nbdev", {}).get("skip_exec") == "true"
     assert not any("nbdev_export" in c.source or "#| export" in c.source for c in code)
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    assert any(nb in s["deps"] for s in stages.values())
+    assert any(nb in s.get("do", s)["deps"] for s in stages.values())
 
 def module_imports(src: str) -> set[str]:
     "reper modules imported by `src` (`from reper.x import`, `from .x import`)."
@@ -58,6 +58,7 @@ def test_stage_deps_cover_imported_modules():
     "Every reper module a stage notebook uses, directly or through other modules, is among its deps."
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     for name, s in stages.items():
+        s = s.get("do", s)  # foreach stages
         nb = re.search(r"papermill (\S+\.ipynb)", s["cmd"]).group(1)
         used = module_imports("\n".join(c.source for c in nbformat.read(ROOT / nb, as_version=4).cells if c.cell_type == "code"))
         todo = list(used)
