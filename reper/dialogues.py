@@ -13,8 +13,8 @@ from .generate import generate_answers, caption_dialogue
 from .judge import feedback_text
 
 # %% auto #0
-__all__ = ['candidate_jobs', 'shard', 'sample_candidates', 'merge_shards', 'candidates_cli', 'choose_chain', 'sigma',
-           'dialogue_record', 'build_dialogues']
+__all__ = ['candidate_jobs', 'shard', 'sample_candidates', 'merge_shards', 'candidates_cli', 'judged_candidates', 'choose_chain',
+           'sigma', 'dialogue_record', 'build_dialogues']
 
 # %% ../nbs/09_dialogues.ipynb #4690ace6
 def candidate_jobs(n_images: int, temperatures: list[float]) -> list[tuple[int, int, float]]:
@@ -72,6 +72,22 @@ def candidates_cli():
         n = write_jsonl(a.out, merge_shards([read_jsonl(p) for p in parts]))
         for p in parts: os.remove(p)
         print(f"{n} candidates from {state.num_processes} process(es) -> {a.out}")
+
+# %% ../nbs/09_dialogues.ipynb #0a4a0dd9
+def judged_candidates(candidates: list[dict], judgements: list[dict], rule_scores: list[dict] | None = None) -> list[dict]:
+    "Candidates with `judge_score`, `reason` (and `rule_score`) joined on `job`; an error unless each covers every job."
+    jobs = {c["job"] for c in candidates}
+    tables = {"judgements": {j["job"]: j for j in judgements}}
+    if rule_scores is not None: tables["rule_scores"] = {r["job"]: r for r in rule_scores}
+    for name, t in tables.items():
+        if set(t) != jobs: raise ValueError(f"{name} do not cover the candidates ({len(jobs - set(t))} jobs missing, "
+                                            f"{len(set(t) - jobs)} extra): rerun `dvc repro`")
+    out = []
+    for c in candidates:
+        j = tables["judgements"][c["job"]]
+        out.append({**c, "judge_score": j["score"], "reason": j["reason"]})
+        if rule_scores is not None: out[-1]["rule_score"] = tables["rule_scores"][c["job"]]["capture"]
+    return out
 
 # %% ../nbs/09_dialogues.ipynb #dfe7ea11
 def choose_chain(cands: list[dict], dp: DialogueParams) -> list[dict]:
