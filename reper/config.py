@@ -14,9 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 # %% auto #0
 __all__ = ['DataParams', 'ModelParams', 'PretrainParams', 'EvaluateParams', 'CandidatesParams', 'OpenAIJudgeParams',
-           'JudgeParams', 'RuleScoreParams', 'DialogueParams', 'Params', 'ParamsError', 'missing_keys', 'parse_params',
-           'load_params', 'atomic_path', 'write_text_atomic', 'write_jsonl', 'RecordError', 'read_jsonl',
-           'seed_everything', 'pick_device']
+           'JudgeParams', 'RuleScoreParams', 'DialogueParams', 'DPOParams', 'Params', 'ParamsError', 'missing_keys',
+           'parse_params', 'load_params', 'atomic_path', 'write_text_atomic', 'write_jsonl', 'RecordError',
+           'read_jsonl', 'seed_everything', 'pick_device']
 
 # %% ../nbs/00_config.ipynb #f67e58a9
 class _Group(BaseModel):
@@ -150,6 +150,21 @@ class DialogueParams(_Group):
     max_turns: int = Field(3, ge=1, le=8)
     seed: int = Field(0, ge=0)
 
+# %% ../nbs/00_config.ipynb #8316089c
+class DPOParams(_Group):
+    "The DPO baseline (`dpo.*`): TRL's `DPOTrainer` on worst-vs-best caption pairs, language model only."
+    seed: int = Field(0, ge=0)
+    beta: float = Field(0.1, gt=0, le=10)       # weight of the implicit KL anchor to the reference policy
+    lr: float = Field(5e-5, gt=0, le=1.0)
+    epochs: int = Field(1, ge=1)                # passes over the pairs (the paper trains one epoch)
+    batch_size: int = Field(8, ge=1)            # pairs per forward (each pair is two sequences)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    warmup_steps: int = Field(0, ge=0)          # optimiser steps of linear warm-up, then linear decay to 0
+    log_every: int = Field(5, ge=1)             # optimiser steps between logged metrics
+    threads: int = Field(2, ge=1, le=256)       # torch CPU threads
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    out_dir: str = "models/dpo"
+
 # %% ../nbs/00_config.ipynb #05b9aa80
 class Params(_Group):
     "The whole of `params.yaml`."
@@ -161,6 +176,7 @@ class Params(_Group):
     judge: JudgeParams = JudgeParams()
     rule_score: RuleScoreParams = RuleScoreParams()
     dialogue: DialogueParams = DialogueParams()
+    dpo: DPOParams = DPOParams()
 
     @model_validator(mode="after")
     def _patches_fit(self):

@@ -37,6 +37,13 @@ BAD = [  # (dotted key, bad value, words the message must contain)
     ("evaluate_base.max_new_tokens", None, "valid integer"),
     ("pretrain.setps", 10, "unknown key"),
     ("evaluate_base.temperature", 0.5, "unknown key"),
+    ("dpo.beta", 0, "greater than 0"),
+    ("dpo.lr", 2.0, "less than or equal to 1"),
+    ("dpo.epochs", 0, "greater than or equal to 1"),
+    ("dpo.gradient_accumulation_steps", 0, "greater than or equal to 1"),
+    ("dpo.batch_size", "eight", "valid integer"),
+    ("dpo.device", "tpu", "'auto', 'cpu' or 'cuda'"),
+    ("dpo.bta", 0.1, "unknown key"),
 ]
 
 @pytest.mark.parametrize("key,value,allowed", BAD, ids=[f"{k}={v!r}" for k, v, _ in BAD])
@@ -77,7 +84,8 @@ def test_stage_stops_before_compute(tmp_path):
     assert not (tmp_path / "models").exists() and not (tmp_path / "dvclive").exists()
 
 def test_params_file_must_give_every_key(tmp_path):
-    raw = copy.deepcopy(GOOD); del raw["judge"]["openai"]["timeout_s"]; del raw["dialogue"]
+    raw = copy.deepcopy(GOOD); del raw["judge"]["openai"]["timeout_s"]; del raw["dialogue"]; del raw["dpo"]["beta"]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(ParamsError) as e: load_params(tmp_path / "params.yaml")
     assert "judge.openai.timeout_s: missing" in str(e.value) and "dialogue: missing" in str(e.value)
+    assert "dpo.beta: missing" in str(e.value)
