@@ -16,9 +16,9 @@ def test_pairs_follow_the_dialogue_filters(smoke):
     for x in pairs:
         assert x["chosen_score"] >= x["rejected_score"] + p.dialogue.min_gap and x["chosen_score"] >= p.dialogue.min_final_score
         assert (x["id"], x["chosen"], x["chosen_score"]) in judged and (x["id"], x["rejected"], x["rejected_score"]) in judged
-    m = json.loads((smoke / "dvclive/dpo/metrics.json").read_text())["dpo"]
+    m = json.loads((smoke / "dvclive/train_dpo/metrics.json").read_text())["dpo"]
     assert m["n_pairs"] == len(pairs) and 0.0 <= m["final_reward_accuracy"] <= 1.0
-    assert len((smoke / "dvclive/dpo/plots/metrics/dpo/loss.tsv").read_text().splitlines()) > 1
+    assert len((smoke / "dvclive/train_dpo/plots/metrics/dpo/loss.tsv").read_text().splitlines()) > 1
 
 def test_only_the_language_model_moved(smoke):
     "Vision tower and projector of models/dpo are bit-identical to models/base; the language model changed."
