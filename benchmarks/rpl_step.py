@@ -38,7 +38,7 @@ def step_fn(kind: str, alpha: float):
 def build(a, dev):
     from reper.config import load_params
     from reper.model import build_tiny_policy, n_image_tokens, SCAFFOLD_TEXTS
-    from reper.rpl import freeze_for_rpl
+    from reper.rpl import freeze_vision_side
     if a.llava7b:
         from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
         cfg = LlavaConfig(vision_config=CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
@@ -56,11 +56,11 @@ def build(a, dev):
 def worker(a):
     "Time `a.kind` (or both, alternating) for `a.steps` steps; print one JSON line."
     from reper.config import load_params
-    from reper.rpl import freeze_for_rpl
+    from reper.rpl import freeze_vision_side
     dev = "cuda" if a.llava7b else "cpu"
     if not a.llava7b: torch.set_num_threads(load_params(a.params).rpl.threads)
     model, n_img, size, img_tok, T = build(a, dev)
-    counts = freeze_for_rpl(model); model.train()
+    counts = freeze_vision_side(model); model.train()
     B = a.batch or (1 if a.llava7b else load_params(a.params).rpl.batch_size)
     b = batch(model, B, T, n_img, size, img_tok, dev)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6, foreach=not a.llava7b)

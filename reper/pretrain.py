@@ -97,12 +97,14 @@ def pretrain_vision(model, processor, scenes, images, steps: int, batch_size: in
 
 # %% ../nbs/05_pretrain.ipynb #e5a48ac1
 class LiveLogger(TrainerCallback):
-    "Send the Trainer's logged losses and learning rate to a dvclive `Live`."
-    def __init__(self, live): self.live = live
+    "Send the Trainer's logged `keys` (losses and learning rate by default) to a dvclive `Live`, as `prefix/key`."
+    def __init__(self, live, prefix: str = "pretrain", keys=("loss", "eval_loss", "learning_rate", "grad_norm")):
+        self.live, self.prefix, self.keys = live, prefix, keys
     def on_log(self, args, state, control, logs=None, **kw):
+        if "train_runtime" in (logs or {}): return  # the end-of-training summary, not a step
         self.live.step = state.global_step
         for k, v in (logs or {}).items():
-            if k in ("loss", "eval_loss", "learning_rate", "grad_norm"): self.live.log_metric(f"pretrain/{k}", float(v))
+            if k in self.keys: self.live.log_metric(f"{self.prefix}/{k}", float(v))
         self.live.next_step()
 
 # %% ../nbs/05_pretrain.ipynb #5c017587

@@ -47,6 +47,13 @@ BAD = [  # (dotted key, bad value, words the message must contain)
     ("references.max_tokens", 0, "greater than or equal to 1"),
     ("rule_score.parser_beams", 0, "greater than or equal to 1"),
     ("rule_score.parser_max_new_tokens", 4, "greater than or equal to 8"),
+    ("dpo.beta", 0, "greater than 0"),
+    ("dpo.lr", 2.0, "less than or equal to 1"),
+    ("dpo.epochs", 0, "greater than or equal to 1"),
+    ("dpo.gradient_accumulation_steps", 0, "greater than or equal to 1"),
+    ("dpo.batch_size", "eight", "valid integer"),
+    ("dpo.device", "tpu", "'auto', 'cpu' or 'cuda'"),
+    ("dpo.bta", 0.1, "unknown key"),
 ]
 
 @pytest.mark.parametrize("key,value,allowed", BAD, ids=[f"{k}={v!r}" for k, v, _ in BAD])
@@ -87,7 +94,7 @@ def test_stage_stops_before_compute(tmp_path):
     assert not (tmp_path / "models").exists() and not (tmp_path / "dvclive").exists()
 
 def test_params_file_must_give_every_key(tmp_path):
-    raw = copy.deepcopy(GOOD); del raw["judge"]["openai"]["timeout_s"]; del raw["dialogue"]
+    raw = copy.deepcopy(GOOD); del raw["judge"]["openai"]["timeout_s"]; del raw["dialogue"]; del raw["dpo"]["beta"]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(ParamsError) as e: load_params(tmp_path / "params.yaml")
     assert "judge.openai.timeout_s: missing" in str(e.value) and "dialogue: missing" in str(e.value)
@@ -125,3 +132,4 @@ def test_parser_model_needs_the_open_vocabulary():
     with pytest.raises(ParamsError, match=r"params.yaml: rule_score: parser_model needs vocab 'open'"):
         parse_params(with_values({"rule_score.parser_model": "/ckpt/flan-t5-base-VG-factual-sg"}))
     assert parse_params(with_values({"rule_score.parser_model": "/ckpt/f", "rule_score.vocab": "open"})).rule_score.parser_beams == 5
+    assert "dpo.beta: missing" in str(e.value)

@@ -41,8 +41,11 @@ def test_no_image_in_two_splits(smoke, dialogues):
     assert not (ids["train"] & ids["val"]) and not (ids["train"] & ids["test"]) and not (ids["val"] & ids["test"])
     assert {d["id"] for d in dialogues} <= ids[p.candidates.split]
 
-def test_min_gap_reruns_only_dialogues(smoke):
-    assert newly_stale(smoke, "dialogue.min_gap", 2.0) == {"dialogues"}
+def test_min_gap_reruns_only_its_readers(smoke):
+    "The score gap filters both the dialogues and the DPO pairs; the number of turns only the dialogues; beta only DPO."
+    assert newly_stale(smoke, "dialogue.min_gap", 2.0) == {"dialogues", "train_dpo"}
+    assert newly_stale(smoke, "dialogue.max_turns", 2) == {"dialogues"}
+    assert newly_stale(smoke, "dpo.beta", 0.2) == {"train_dpo"}
 
 def test_judge_change_reruns_judge_not_sampling(smoke):
     "A judge param makes only the judge stale; dialogues follow when the judgements it writes change."
