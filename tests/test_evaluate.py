@@ -34,7 +34,7 @@ def test_critic_quality_recorded(smoke, P):
 def test_sweep_variants(smoke, P):
     "One metrics file per variant; variants trained by their own stages point at them instead of training again."
     names = {f"{m}_s{s}" for m in P.sweep.methods for s in P.sweep.seeds} | {"base"}
-    names |= {f"rpl_alpha{a:g}" for a in P.sweep.alphas} | {f"rpl_gap{g:g}" for g in P.sweep.gaps}
+    names |= {f"rpl_alpha{a}" for a in P.sweep.alphas} | {f"rpl_gap{g}" for g in P.sweep.gaps}
     got = {p.stem for p in (smoke / "metrics/variants").glob("*.json")}
     assert got == names
     assert json.loads((smoke / f"models/variants/rpl_s{P.rpl.seed}/source.json").read_text())["policy"] == f"{P.rpl.out_dir}/policy"
@@ -42,8 +42,8 @@ def test_sweep_variants(smoke, P):
     for n in names:
         r = json.loads((smoke / f"metrics/variants/{n}.json").read_text())
         assert len(r["turns"]) == P.reflect.n_turns and r["n_images"] == P.sweep.n_images
-    gap = json.loads((smoke / f"metrics/variants/rpl_gap{P.sweep.gaps[0]:g}.json").read_text())
-    assert gap["min_gap"] == P.sweep.gaps[0] and (smoke / f"models/variants/rpl_gap{P.sweep.gaps[0]:g}/dialogues.jsonl").exists()
+    gap = json.loads((smoke / f"metrics/variants/rpl_gap{P.sweep.gaps[0]}.json").read_text())
+    assert gap["min_gap"] == P.sweep.gaps[0] and (smoke / f"models/variants/rpl_gap{P.sweep.gaps[0]}/dialogues.jsonl").exists()
 
 def test_analysis_says_where_rpl_loses(smoke):
     "The analysis states, for each baseline and metric, whether RePer beats it."
