@@ -122,4 +122,4 @@ def dpo_main(params_path: str = "params.yaml", overrides: dict | None = None) ->
     ds = preference_dataset(pairs, {it.id: im for it, im in zip(items, images)}, processor.tokenizer)
     hist = train_dpo(model, processor, ds, D, P.model.max_length, f"{D.out_dir}.trainer", device)
     save_policy(model.eval(), processor, D.out_dir)
-    return dict(pairs=len(pairs), steps=max((h.get("step", 0) for h in hist), default=0), **{k: v for k, v in stats.items()})
+    return dict(n_pairs=len(pairs), steps=max((h.get("step", 0) for h in hist), default=0), counts=dict(stats))

@@ -98,6 +98,7 @@ def test_params_file_must_give_every_key(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(ParamsError) as e: load_params(tmp_path / "params.yaml")
     assert "judge.openai.timeout_s: missing" in str(e.value) and "dialogue: missing" in str(e.value)
+    assert "dpo.beta: missing" in str(e.value)
 
 PAPER = {"data.source": "llava665k", "data.root": "/data/llava/playground/data", "model.name_or_path": "/ckpt/llava-1.5-13b-hf",
          "judge.backend": "openai", "references.backend": "openai", "rule_score.vocab": "open"}
@@ -132,4 +133,15 @@ def test_parser_model_needs_the_open_vocabulary():
     with pytest.raises(ParamsError, match=r"params.yaml: rule_score: parser_model needs vocab 'open'"):
         parse_params(with_values({"rule_score.parser_model": "/ckpt/flan-t5-base-VG-factual-sg"}))
     assert parse_params(with_values({"rule_score.parser_model": "/ckpt/f", "rule_score.vocab": "open"})).rule_score.parser_beams == 5
-    assert "dpo.beta: missing" in str(e.value)
+
+def test_paper_a100_profile_has_the_papers_settings():
+    "profiles/paper_a100.yaml is complete and valid, and carries the paper's recipe (section 4.1)."
+    import yaml as _yaml
+    root = Path(__file__).resolve().parents[1]
+    P = load_params(root / "profiles/paper_a100.yaml")
+    assert P.data.source == "llava665k" and P.candidates.n_images == 10000
+    assert P.candidates.temperatures == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4]
+    assert (P.rpl.alpha, P.rpl.lr, P.rpl.epochs, P.rpl.bf16) == (10.0, 1e-6, 1.0, True)
+    acc = _yaml.safe_load((root / P.rpl.accelerate_config).read_text())
+    assert P.rpl.batch_size * P.rpl.gradient_accumulation_steps * acc["num_processes"] == 8  # the paper's batch of 8
+    assert P.judge.backend == "openai" and P.references.backend == "openai" and P.model.dtype == "bfloat16"
