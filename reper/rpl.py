@@ -16,15 +16,21 @@ from .model import n_image_tokens
 from .pretrain import DialogueCollator, LiveLogger
 
 # %% auto #0
-__all__ = ['RPL_LOG_KEYS', 'rpl_loss', 'ReflectionExamples', 'token_sigma', 'RPLCollator', 'RPLTrainer', 'freeze_vision_side',
-           'rpl_args', 'train_rpl', 'turn_logprobs', 'rpl_main', 'launch_rpl', 'rpl_cli']
+__all__ = ['RPL_LOG_KEYS', 'target_logprobs', 'rpl_loss', 'ReflectionExamples', 'token_sigma', 'RPLCollator', 'RPLTrainer',
+           'freeze_vision_side', 'rpl_args', 'train_rpl', 'turn_logprobs', 'rpl_main', 'launch_rpl', 'rpl_cli']
 
-# %% ../nbs/0a_rpl.ipynb #c2dd978a
+# %% ../nbs/0a_rpl.ipynb #9633d6fd
+def target_logprobs(logits, labels):
+    "(B, T-1) fp32 log-probability of each next-token label (0 where the label is -100), and the mask of real labels."
+    logits, labels = logits[:, :-1], labels[:, 1:]                      # position i predicts token i+1
+    logp = torch.log_softmax(logits.float(), -1).gather(-1, labels.clamp_min(0)[..., None])[..., 0]
+    return logp, labels != -100
+
+# %% ../nbs/0a_rpl.ipynb #8f61531e
 def rpl_loss(logits, labels, sigma, alpha: float = 10.0, n_target=None, log_floor: float = 1e-6):
     "Reflective unlikelihood loss (to minimise) and its likelihood / unlikelihood parts, summed over answer tokens / `n_target`."
-    logits, labels, sigma = logits[:, :-1], labels[:, 1:], sigma[:, 1:]  # position i predicts token i+1
-    mask = labels != -100                                               # (B, T-1) answer tokens
-    logp = torch.log_softmax(logits.float(), -1).gather(-1, labels.clamp_min(0)[..., None])[..., 0]  # (B, T-1)
+    logp, mask = target_logprobs(logits, labels)                        # (B, T-1), mask: answer tokens
+    sigma = sigma[:, 1:]
     log1m_p = torch.log(torch.clamp(-torch.expm1(logp), min=log_floor))  # log(1 - p), floored
     s = sigma.float()
     like = torch.where(mask, s * logp, 0.0).sum()
@@ -134,7 +140,7 @@ def train_rpl(model, processor, train_ds, rp: RPLParams, max_length: int, out_di
     trainer.train(resume_from_checkpoint=str(ckpts[-1]) if rp.resume and ckpts else None)
     return trainer
 
-# %% ../nbs/0a_rpl.ipynb #8aba1944
+# %% ../nbs/0a_rpl.ipynb #e0ed72d2
 @torch.no_grad()
 def turn_logprobs(model, processor, examples, max_length: int, batch_size: int = 16) -> dict[int, float]:
     "Mean per-token log-probability of each turn's answer (turn 1, 2, …) over `examples` (a `ReflectionExamples`)."
@@ -144,11 +150,11 @@ def turn_logprobs(model, processor, examples, max_length: int, batch_size: int =
         b = coll([examples[i] for i in range(s, min(s + batch_size, len(examples)))])
         b = {k: v.to(model.device) for k, v in b.items()}
         logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
-                       pixel_values=b["pixel_values"].to(model.dtype), use_cache=False).logits[:, :-1]
-        lab, turns = b["labels"][:, 1:], b["turns"][:, 1:]
-        logp = torch.log_softmax(logits.float(), -1).gather(-1, lab.clamp_min(0)[..., None])[..., 0]
+                       pixel_values=b["pixel_values"].to(model.dtype), use_cache=False).logits
+        logp, real = target_logprobs(logits, b["labels"])
+        turns = b["turns"][:, 1:]
         for t in range(int(turns.max()) + 1):
-            m = (turns == t) & (lab != -100)
+            m = (turns == t) & real
             tot[t + 1] = tot.get(t + 1, 0.0) + logp[m].sum().item(); cnt[t + 1] = cnt.get(t + 1, 0) + int(m.sum())
     return {t: tot[t] / cnt[t] for t in sorted(tot) if cnt[t]}
 
