@@ -214,6 +214,7 @@ class RPLParams(_Group):
     logging_steps: int = Field(5, ge=1)
     bf16: bool = False                         # bf16 mixed precision (GPU); the loss itself is always computed in fp32
     gradient_checkpointing: bool = False       # recompute activations in the backward pass: less memory, ~30% more time
+    group_by_length: bool = True               # batches of dialogues of similar length (as LLaVA-1.5's recipe): less padding
     accelerate_config: Optional[str] = None    # an accelerate config file (accelerate/*.yaml): run under `accelerate launch`
     threads: int = Field(2, ge=1, le=256)      # torch CPU threads
     device: Literal["auto", "cpu", "cuda"] = "auto"

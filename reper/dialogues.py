@@ -11,7 +11,7 @@ from collections import Counter
 import numpy as np
 from .config import DialogueParams
 from .generate import generate_answers, caption_dialogue
-from .judge import feedback_text
+from .judge import reflection_messages
 
 # %% auto #0
 __all__ = ['candidate_jobs', 'shard', 'sample_candidates', 'merge_shards', 'candidates_cli', 'judged_candidates', 'choose_chain',
@@ -125,10 +125,7 @@ def dialogue_record(item, chain: list[dict], dp: DialogueParams) -> dict:
                   rule_score=c["rule_score"], sigma=sigma(c["judge_score"], c["rule_score"], dp.reward)) for c in chain]
     if dp.sigma_norm == "dialogue" and (top := max(t["sigma"] for t in turns)) > 0:
         for t in turns: t["sigma"] = t["sigma"] / top
-    msgs = [{"role": "user", "text": item.instruction}]
-    for k, t in enumerate(turns):
-        if k: msgs.append({"role": "user", "text": feedback_text(turns[k - 1]["judge_score"], turns[k - 1]["reason"])})
-        msgs.append({"role": "assistant", "text": t["text"]})
+    msgs = reflection_messages(item.instruction, [(t["text"], t["judge_score"], t["reason"]) for t in turns])
     return dict(id=item.id, image=item.image, instruction=item.instruction, n_turns=len(turns), turns=turns, messages=msgs)
 
 # %% ../nbs/09_dialogues.ipynb #ee943b24

@@ -16,7 +16,7 @@ from .config import DialogueParams, DPOParams
 from .model import render_dialogue
 from .dialogues import choose_chain
 from .pretrain import LiveLogger
-from .rpl import freeze_vision_side
+from .rpl import freeze_vision_side, target_logprobs
 
 # %% auto #0
 __all__ = ['DPO_LOG_KEYS', 'dpo_pairs', 'preference_dataset', 'completion_logps', 'preference_metrics', 'dpo_args', 'train_dpo',
@@ -61,8 +61,7 @@ def completion_logps(model, processor, ds: Dataset, batch_size: int = 16, max_le
     for i in range(0, len(ds), batch_size):
         b = collate([dict(ds[k]) for k in range(i, min(i + batch_size, len(ds)))]).to(model.device)
         mask = b.pop("completion_mask")[:, 1:]  # (2B, T-1), chosen rows first, then rejected
-        logits = model(**b, use_cache=False).logits[:, :-1].float()
-        lp = logits.log_softmax(-1).gather(-1, b["input_ids"][:, 1:, None]).squeeze(-1)
+        lp, _ = target_logprobs(model(**b, use_cache=False).logits, b["input_ids"])  # the completion mask picks the tokens
         out.append(torch.stack((lp * mask).sum(1).chunk(2), 1).cpu())
     return torch.cat(out)
 
@@ -107,7 +106,7 @@ def train_dpo(model, processor, train_ds: Dataset, dp: DPOParams, max_length: in
 def dpo_main(params_path: str = "params.yaml", overrides: dict | None = None) -> dict:
     "Train the DPO policy for `params_path` (with `dpo.*` `overrides`) and save it to `dpo.out_dir`; a summary."
     from reper.config import load_params, read_jsonl, pick_device, seed_everything, base_policy_path
-    from reper.items import load_items
+    from reper.items import images_by_id
     from reper.model import load_policy, save_policy
     from reper.dialogues import judged_candidates
     P = load_params(params_path)
@@ -115,11 +114,11 @@ def dpo_main(params_path: str = "params.yaml", overrides: dict | None = None) ->
     seed_everything(D.seed)
     cands = judged_candidates(read_jsonl("reflection/candidates.jsonl", ("job", "id", "text", "temperature")),
                               read_jsonl("reflection/judgements.jsonl", ("job", "score", "reason")))
-    items, images, _ = load_items(P.data, P.candidates.split, ids=list(dict.fromkeys(c["id"] for c in cands)))
+    items, by_id = images_by_id(P.data, P.candidates.split, [c["id"] for c in cands])
     pairs, stats = dpo_pairs(items, cands, P.dialogue)
     device = pick_device(D.device)
     model, processor = load_policy(base_policy_path(P), device, P.model.dtype)
-    ds = preference_dataset(pairs, {it.id: im for it, im in zip(items, images)}, processor.tokenizer)
+    ds = preference_dataset(pairs, by_id, processor.tokenizer)
     hist = train_dpo(model, processor, ds, D, P.model.max_length, f"{D.out_dir}.trainer", device)
     save_policy(model.eval(), processor, D.out_dir)
     return dict(n_pairs=len(pairs), steps=max((h.get("step", 0) for h in hist), default=0), counts=dict(stats))

@@ -24,38 +24,43 @@ class RowTemperature(LogitsProcessor):
         return torch.where(t > 0, scores / t.clamp_min(1e-6), greedy)
 
 # %% ../nbs/04_generate.ipynb #ab2b3071
-def collate_prompts(processor, dialogues: list[list[dict]], images: list, max_length: int) -> dict:
-    "Left-padded `input_ids`, `attention_mask` and `pixel_values` for dialogues awaiting an answer."
-    encs = [encode_dialogue(processor, d, max_length, add_generation_prompt=True)["input_ids"] for d in dialogues]
+def collate_prompts(processor, dialogues: list[list[dict]], images: list, max_length: int, encoded=None) -> dict:
+    "Left-padded `input_ids`, `attention_mask` and `pixel_values` for dialogues awaiting an answer (`encoded`: their ids, if known)."
+    encs = encoded or [encode_dialogue(processor, d, max_length, add_generation_prompt=True)["input_ids"] for d in dialogues]
     width, pad = max(map(len, encs)), processor.tokenizer.pad_token_id
     ids = torch.tensor([[pad] * (width - len(e)) + e for e in encs])
     mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encs])
     pix = processor.image_processor(images, return_tensors="pt")["pixel_values"]
     return dict(input_ids=ids, attention_mask=mask, pixel_values=pix)
 
+
 # %% ../nbs/04_generate.ipynb #4d9762bd
 @torch.no_grad()
 def generate_answers(model, processor, dialogues: list[list[dict]], images: list, temperatures=0.0,
                      max_new_tokens: int = 96, batch_size: int = 32, max_length: int = 512,
                      seed: int = 0, progress: bool = True) -> list[dict]:
-    "Answer each dialogue about its image; one record per row: text, temperature, token count."
+    "Answer each dialogue about its image; one record per row, in the order given: text, temperature, token count."
     n = len(dialogues)
     temps = [float(temperatures)] * n if isinstance(temperatures, (int, float)) else [float(t) for t in temperatures]
     if not (len(images) == len(temps) == n): raise ValueError(f"got {n} dialogues, {len(images)} images, {len(temps)} temperatures")
     torch.manual_seed(seed)
-    dev, tok, out = model.device, processor.tokenizer, []
+    dev, tok, out = model.device, processor.tokenizer, [None] * n
+    encs = [encode_dialogue(processor, d, max_length, add_generation_prompt=True)["input_ids"] for d in dialogues]
+    order = sorted(range(n), key=lambda i: len(encs[i]))  # similar lengths share a batch: little left padding
     for s in tqdm(range(0, n, batch_size), desc="generating", disable=not progress):
-        b = collate_prompts(processor, dialogues[s:s + batch_size], images[s:s + batch_size], max_length)
+        idx = order[s:s + batch_size]
+        b = collate_prompts(processor, None, [images[i] for i in idx], max_length, [encs[i] for i in idx])
         b = {k: v.to(dev) for k, v in b.items()}
         b["pixel_values"] = b["pixel_values"].to(model.dtype)
         gen = model.generate(**b, do_sample=True, top_k=0, top_p=1.0, temperature=1.0, max_new_tokens=max_new_tokens,
-                             logits_processor=LogitsProcessorList([RowTemperature(temps[s:s + batch_size])]),
-                             pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-        for row, t in zip(gen[:, b["input_ids"].shape[1]:].tolist(), temps[s:s + batch_size]):
+                             logits_processor=LogitsProcessorList([RowTemperature([temps[i] for i in idx])]),
+                             pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, cache_implementation="static")
+        for i, row in zip(idx, gen[:, b["input_ids"].shape[1]:].tolist()):
             ended = tok.eos_token_id in row
-            row = row[:row.index(tok.eos_token_id)] if ended else [i for i in row if i != tok.pad_token_id]
-            out.append(dict(text=tok.decode(row, skip_special_tokens=True).strip(), temperature=t, n_tokens=len(row), finished=ended))
+            row = row[:row.index(tok.eos_token_id)] if ended else [x for x in row if x != tok.pad_token_id]
+            out[i] = dict(text=tok.decode(row, skip_special_tokens=True).strip(), temperature=temps[i], n_tokens=len(row), finished=ended)
     return out
+
 
 # %% ../nbs/04_generate.ipynb #c54e3313
 def caption_dialogue(instruction: str) -> list[dict]:

@@ -14,7 +14,7 @@ from .config import DataParams
 from .scenes import Scene, SceneDataError, load_image, load_scenes
 
 # %% auto #0
-__all__ = ['Item', 'scene_item', 'read_llava665k', 'llava665k_items', 'load_items']
+__all__ = ['Item', 'scene_item', 'read_llava665k', 'llava665k_items', 'load_items', 'images_by_id']
 
 # %% ../nbs/01a_items.ipynb #82114c9a
 @dataclass
@@ -84,3 +84,10 @@ def load_items(dp: DataParams, split: str = "train", limit: int | None = None, w
         if missing := [i for i in dict.fromkeys(ids) if i not in by_id]: raise SceneDataError(f"{where}: no items with ids {missing[:5]}")
         pool = [by_id[i] for i in dict.fromkeys(ids)]
     return _with_images(pool, dp.root, dp.on_bad_image, limit, with_images)
+
+# %% ../nbs/01a_items.ipynb #9d1e2f30
+def images_by_id(dp: DataParams, split: str, ids) -> tuple[list[Item], dict]:
+    "The items `ids` names (each once, in first-seen order) and `{id: image}`, for datasets that look images up by item id."
+    items, images, _ = load_items(dp, split, ids=list(ids))
+    return items, {it.id: im for it, im in zip(items, images)}
+

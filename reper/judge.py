@@ -19,9 +19,9 @@ from .metrics import CaptionMatch, match_caption
 
 # %% auto #0
 __all__ = ['JUDGE_PROMPT', 'REASK', 'USAGE_KEYS', 'CRITIC_PROMPT', 'JudgeItem', 'Judgement', 'oracle_points', 'oracle_reason',
-           'oracle_judgement', 'parse_judgement', 'feedback_text', 'OracleJudge', 'judge_captions', 'chat_messages',
-           'cache_key', 'JudgeError', 'api_key', 'retry_after', 'post_chat', 'OpenAIJudge', 'OpenAIReferences',
-           'usage_metrics', 'ModelJudge', 'make_judge']
+           'oracle_judgement', 'parse_judgement', 'feedback_text', 'reflection_messages', 'OracleJudge',
+           'judge_captions', 'chat_messages', 'cache_key', 'JudgeError', 'api_key', 'retry_after', 'post_chat',
+           'OpenAIJudge', 'OpenAIReferences', 'usage_metrics', 'ModelJudge', 'make_judge']
 
 # %% ../nbs/07_judge.ipynb #6772ec85
 @dataclass
@@ -117,6 +117,16 @@ def feedback_text(score: int, reason: str) -> str:
     "The feedback the policy reads after an answer: 'A score of N is given to this caption. <reason> Could you generate a better one?'"
     if score is None: raise ValueError("an unscored judgement gives no feedback")
     return " ".join(s for s in (f"A score of {score} is given to this caption.", reason.strip(), "Could you generate a better one?") if s)
+
+# %% ../nbs/07_judge.ipynb #5b7c9e21
+def reflection_messages(instruction: str, turns: list[tuple[str, int, str]]) -> list[dict]:
+    "The chat of a reflection dialogue from its (answer, score, reason) turns: instruction, answer, feedback, answer, …, last answer."
+    msgs = [{"role": "user", "text": instruction}]
+    for k, (text, _, _) in enumerate(turns):
+        if k: msgs.append({"role": "user", "text": feedback_text(*turns[k - 1][1:])})
+        msgs.append({"role": "assistant", "text": text})
+    return msgs
+
 
 # %% ../nbs/07_judge.ipynb #8c7b6795
 class OracleJudge:

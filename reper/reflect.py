@@ -10,7 +10,7 @@ import numpy as np, pandas as pd, torch
 from tqdm import tqdm  # text bars: no ipywidgets warning, readable in executed notebooks
 from .model import encode_dialogue, n_image_tokens
 from .generate import generate_answers, caption_dialogue
-from .judge import JudgeItem, feedback_text
+from .judge import JudgeItem, feedback_text, reflection_messages
 from .metrics import score_captions
 from .pretrain import patch_labels
 
@@ -92,10 +92,6 @@ def attention_by_turn(policy, processor, results: list[list[dict]], instructions
     "`image_attention` of each reflection dialogue in `results`: one row per (image, turn), patches included."
     rows = []
     for k in tqdm(range(len(results)), desc="attention", disable=not progress):
-        msgs = [{"role": "user", "text": instructions[k]}]
-        for t in results[k]:
-            if t["stopped"]: break
-            if len(msgs) > 1: msgs.append({"role": "user", "text": feedback_text(prev["score"], prev["reason"])})
-            msgs.append({"role": "assistant", "text": t["text"]}); prev = t
+        msgs = reflection_messages(instructions[k], [(t["text"], t["score"], t["reason"]) for t in results[k] if not t["stopped"]])
         rows += [dict(image=k, **x) for x in image_attention(policy, processor, msgs, images[k], scenes[k], max_length)]
     return pd.DataFrame(rows)

@@ -11,13 +11,15 @@ from pathlib import Path
 import torch, torch.nn.functional as F
 from torch.utils.data import Dataset
 from transformers import Trainer, TrainingArguments, TrainerCallback
+from transformers.trainer_pt_utils import LengthGroupedSampler
 from .config import RPLParams
 from .model import n_image_tokens
 from .pretrain import DialogueCollator, LiveLogger
 
 # %% auto #0
-__all__ = ['RPL_LOG_KEYS', 'target_logprobs', 'rpl_loss', 'ReflectionExamples', 'token_sigma', 'RPLCollator', 'RPLTrainer',
-           'freeze_vision_side', 'rpl_args', 'train_rpl', 'turn_logprobs', 'rpl_main', 'launch_rpl', 'rpl_cli']
+__all__ = ['RPL_LOG_KEYS', 'target_logprobs', 'rpl_loss', 'ReflectionExamples', 'token_sigma', 'RPLCollator',
+           'EpochLengthSampler', 'RPLTrainer', 'freeze_vision_side', 'rpl_args', 'train_rpl', 'turn_logprobs',
+           'rpl_main', 'launch_rpl', 'rpl_cli']
 
 # %% ../nbs/0a_rpl.ipynb #9633d6fd
 def target_logprobs(logits, labels):
@@ -46,6 +48,7 @@ class ReflectionExamples(Dataset):
         missing = [r["id"] for r in records if r["id"] not in images_by_id]
         if missing: raise KeyError(f"{len(missing)} dialogues have no image, e.g. {missing[:3]}")
         self.records, self.images = records, images_by_id
+        self.lengths = [sum(len(m["text"]) for m in r["messages"]) for r in records]  # characters: a proxy for tokens, to group batches
     def __len__(self): return len(self.records)
     def __getitem__(self, i):
         r = self.records[i]
@@ -72,6 +75,16 @@ class RPLCollator:
         b["sigma"] = token_sigma(b["turns"], [e["sigmas"] for e in examples])
         return b
 
+# %% ../nbs/0a_rpl.ipynb #c0d1e2f3
+class EpochLengthSampler(LengthGroupedSampler):
+    "`LengthGroupedSampler` whose order depends only on `seed` and the epoch the Trainer sets: the same on every process and after a resume."
+    def __init__(self, batch_size: int, lengths: list[int], seed: int):
+        super().__init__(batch_size, lengths=lengths)
+        self.seed = seed
+        self.set_epoch(0)
+    def set_epoch(self, epoch: int): self.generator = torch.Generator().manual_seed(self.seed + epoch)
+
+
 # %% ../nbs/0a_rpl.ipynb #c753af87
 class RPLTrainer(Trainer):
     "A `Trainer` whose loss is `rpl_loss` with reward `sigma` per token."
@@ -88,6 +101,13 @@ class RPLTrainer(Trainer):
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes  # the gradient all-reduce averages over processes
         return (loss, out) if return_outputs else loss
+    def _get_train_sampler(self, train_dataset=None):
+        ds = train_dataset if train_dataset is not None else self.train_dataset
+        if self.args.train_sampling_strategy == "group_by_length" and hasattr(ds, "lengths"):  # the base class wants token ids
+            a = self.args  # the global batch: one order however it is split over processes and micro-batches
+            return EpochLengthSampler(a.train_batch_size * a.gradient_accumulation_steps * a.world_size, ds.lengths,
+                                      a.data_seed if a.data_seed is not None else a.seed)
+        return super()._get_train_sampler(train_dataset)
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None):
         # transformers 5's Trainer loads a checkpoint's weights non-strictly and without the llava-hf key mapping,
         # so nothing loads (a warning lists every key); `from_pretrained` applies the mapping.
@@ -119,7 +139,7 @@ def rpl_args(rp: RPLParams, out_dir, device: str = "cpu") -> TrainingArguments:
         gradient_accumulation_steps=rp.gradient_accumulation_steps, learning_rate=rp.lr, lr_scheduler_type=rp.lr_scheduler,
         warmup_steps=rp.warmup_ratio, weight_decay=rp.weight_decay, max_grad_norm=rp.max_grad_norm,
         logging_steps=rp.logging_steps, save_strategy="steps" if rp.save_steps else "no", save_steps=rp.save_steps or 500,
-        save_total_limit=2, bf16=rp.bf16, gradient_checkpointing=rp.gradient_checkpointing,
+        save_total_limit=2, bf16=rp.bf16, train_sampling_strategy="group_by_length" if rp.group_by_length else "random", gradient_checkpointing=rp.gradient_checkpointing,
         gradient_checkpointing_kwargs=dict(use_reentrant=False), seed=rp.seed, data_seed=rp.seed, report_to=[],
         remove_unused_columns=False, dataloader_num_workers=0, use_cpu=device == "cpu", disable_tqdm=False)
 
@@ -165,15 +185,14 @@ def rpl_main(params_path: str = "params.yaml", overrides: dict | None = None, di
     from accelerate import PartialState
     from dvclive import Live
     from reper.config import load_params, read_jsonl, pick_device, seed_everything, atomic_path, base_policy_path
-    from reper.items import load_items
+    from reper.items import images_by_id
     from reper.model import load_policy
     P = load_params(params_path)
     rp = P.rpl.model_copy(update=overrides or {})
     state = PartialState(cpu=pick_device(rp.device) == "cpu")  # cpu=True: gloo across processes started by torchrun
     seed_everything(rp.seed)
     recs = read_jsonl(dialogues, required=("id", "messages", "turns"))
-    items, images, _ = load_items(P.data, P.candidates.split, ids=[r["id"] for r in recs])
-    ds = ReflectionExamples(recs, {it.id: im for it, im in zip(items, images)})
+    ds = ReflectionExamples(recs, images_by_id(P.data, P.candidates.split, [r["id"] for r in recs])[1])
     model, proc = load_policy(base_policy_path(P), "cpu", P.model.dtype)
     counts = freeze_vision_side(model)
     live = Live(live_dir, dvcyaml=None, save_dvc_exp=False, report=None) if live_dir and state.is_main_process else None
