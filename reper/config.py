@@ -202,7 +202,7 @@ class RPLParams(_Group):
     log_floor: float = Field(1e-6, gt=0, le=0.1)  # 1-p is floored here before the log, so the unlikelihood term stays finite
     seed: int = Field(0, ge=0)
     epochs: float = Field(1.0, gt=0)           # passes over the dialogues (paper: 1)
-    batch_size: int = Field(8, ge=1)           # per device (paper: 8 in all, on 8 GPUs)
+    batch_size: int = Field(8, ge=1)           # per device and micro-batch; a step is batch_size x accumulation x devices (paper: 8)
     gradient_accumulation_steps: int = Field(1, ge=1)
     lr: float = Field(1e-6, gt=0, le=1.0)      # paper: 1e-6 for a 7B model from LLaVA-1.5
     lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"
@@ -214,7 +214,7 @@ class RPLParams(_Group):
     logging_steps: int = Field(5, ge=1)
     bf16: bool = False                         # bf16 mixed precision (GPU); the loss itself is always computed in fp32
     gradient_checkpointing: bool = False       # recompute activations in the backward pass: less memory, ~30% more time
-    group_by_length: bool = True               # batches of dialogues of similar length (as LLaVA-1.5's recipe): less padding
+    sort_micro_batches: bool = True            # each step's random examples go into micro-batches by length: less padding, same step
     accelerate_config: Optional[str] = None    # an accelerate config file (accelerate/*.yaml): run under `accelerate launch`
     threads: int = Field(2, ge=1, le=256)      # torch CPU threads
     device: Literal["auto", "cpu", "cuda"] = "auto"

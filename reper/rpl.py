@@ -9,17 +9,16 @@ from __future__ import annotations
 import argparse, json, os, subprocess, sys
 from pathlib import Path
 import torch, torch.nn.functional as F
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 from transformers import Trainer, TrainingArguments, TrainerCallback
-from transformers.trainer_pt_utils import LengthGroupedSampler
 from .config import RPLParams
 from .model import n_image_tokens
 from .pretrain import DialogueCollator, LiveLogger
 
 # %% auto #0
-__all__ = ['RPL_LOG_KEYS', 'target_logprobs', 'rpl_loss', 'ReflectionExamples', 'token_sigma', 'RPLCollator',
-           'EpochLengthSampler', 'RPLTrainer', 'freeze_vision_side', 'rpl_args', 'train_rpl', 'turn_logprobs',
-           'rpl_main', 'launch_rpl', 'rpl_cli']
+__all__ = ['RPL_LOG_KEYS', 'target_logprobs', 'rpl_loss', 'ReflectionExamples', 'token_sigma', 'RPLCollator', 'StepSampler',
+           'RPLTrainer', 'freeze_vision_side', 'rpl_args', 'train_rpl', 'turn_logprobs', 'rpl_main', 'launch_rpl',
+           'rpl_cli']
 
 # %% ../nbs/0a_rpl.ipynb #9633d6fd
 def target_logprobs(logits, labels):
@@ -76,21 +75,24 @@ class RPLCollator:
         return b
 
 # %% ../nbs/0a_rpl.ipynb #c0d1e2f3
-class EpochLengthSampler(LengthGroupedSampler):
-    "`LengthGroupedSampler` whose order depends only on `seed` and the epoch the Trainer sets: the same on every process and after a resume."
-    def __init__(self, batch_size: int, lengths: list[int], seed: int):
-        super().__init__(batch_size, lengths=lengths)
-        self.seed = seed
-        self.set_epoch(0)
-    def set_epoch(self, epoch: int): self.generator = torch.Generator().manual_seed(self.seed + epoch)
+class StepSampler(Sampler):
+    "Random steps of `step_size` examples (seeded by `seed` and the epoch the Trainer sets), each sorted longest first."
+    def __init__(self, lengths: list[int], step_size: int, seed: int):
+        self.lengths, self.step_size, self.seed, self.epoch = lengths, step_size, seed, 0
+    def set_epoch(self, epoch: int): self.epoch = epoch
+    def __len__(self): return len(self.lengths)
+    def __iter__(self):
+        perm = torch.randperm(len(self.lengths), generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
+        for s in range(0, len(perm), self.step_size):
+            yield from sorted(perm[s:s + self.step_size], key=lambda i: -self.lengths[i])
 
 
 # %% ../nbs/0a_rpl.ipynb #c753af87
 class RPLTrainer(Trainer):
-    "A `Trainer` whose loss is `rpl_loss` with reward `sigma` per token."
-    def __init__(self, *args, alpha: float = 10.0, log_floor: float = 1e-6, **kw):
+    "A `Trainer` whose loss is `rpl_loss` with reward `sigma` per token; `sort_micro_batches`: each step's examples split into micro-batches by length."
+    def __init__(self, *args, alpha: float = 10.0, log_floor: float = 1e-6, sort_micro_batches: bool = False, **kw):
         super().__init__(*args, **kw)
-        self.alpha, self.log_floor, self.model_accepts_loss_kwargs, self._parts = alpha, log_floor, True, {}
+        self.alpha, self.log_floor, self.sort, self.model_accepts_loss_kwargs, self._parts = alpha, log_floor, sort_micro_batches, True, {}
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels, sigma, turns = inputs.pop("labels"), inputs.pop("sigma"), inputs.pop("turns")
         out = model(**inputs, use_cache=False)
@@ -102,12 +104,10 @@ class RPLTrainer(Trainer):
             loss = loss * self.accelerator.num_processes  # the gradient all-reduce averages over processes
         return (loss, out) if return_outputs else loss
     def _get_train_sampler(self, train_dataset=None):
-        ds = train_dataset if train_dataset is not None else self.train_dataset
-        if self.args.train_sampling_strategy == "group_by_length" and hasattr(ds, "lengths"):  # the base class wants token ids
-            a = self.args  # the global batch: one order however it is split over processes and micro-batches
-            return EpochLengthSampler(a.train_batch_size * a.gradient_accumulation_steps * a.world_size, ds.lengths,
-                                      a.data_seed if a.data_seed is not None else a.seed)
-        return super()._get_train_sampler(train_dataset)
+        ds, a = train_dataset if train_dataset is not None else self.train_dataset, self.args
+        if not self.sort: return super()._get_train_sampler(train_dataset)
+        # one optimiser step takes the next batch_size x accumulation x processes indices, split into micro-batches in order
+        return StepSampler(ds.lengths, a.train_batch_size * a.gradient_accumulation_steps * a.world_size, a.data_seed if a.data_seed is not None else a.seed)
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None):
         # transformers 5's Trainer loads a checkpoint's weights non-strictly and without the llava-hf key mapping,
         # so nothing loads (a warning lists every key); `from_pretrained` applies the mapping.
@@ -139,7 +139,7 @@ def rpl_args(rp: RPLParams, out_dir, device: str = "cpu") -> TrainingArguments:
         gradient_accumulation_steps=rp.gradient_accumulation_steps, learning_rate=rp.lr, lr_scheduler_type=rp.lr_scheduler,
         warmup_steps=rp.warmup_ratio, weight_decay=rp.weight_decay, max_grad_norm=rp.max_grad_norm,
         logging_steps=rp.logging_steps, save_strategy="steps" if rp.save_steps else "no", save_steps=rp.save_steps or 500,
-        save_total_limit=2, bf16=rp.bf16, train_sampling_strategy="group_by_length" if rp.group_by_length else "random", gradient_checkpointing=rp.gradient_checkpointing,
+        save_total_limit=2, bf16=rp.bf16, gradient_checkpointing=rp.gradient_checkpointing,
         gradient_checkpointing_kwargs=dict(use_reentrant=False), seed=rp.seed, data_seed=rp.seed, report_to=[],
         remove_unused_columns=False, dataloader_num_workers=0, use_cpu=device == "cpu", disable_tqdm=False)
 
@@ -153,7 +153,7 @@ def train_rpl(model, processor, train_ds, rp: RPLParams, max_length: int, out_di
     torch.set_num_threads(rp.threads)
     freeze_vision_side(model)
     trainer = RPLTrainer(model=model, args=rpl_args(rp, out_dir, device), train_dataset=train_ds,
-                         data_collator=RPLCollator(processor, max_length), alpha=rp.alpha, log_floor=rp.log_floor,
+                         data_collator=RPLCollator(processor, max_length), alpha=rp.alpha, log_floor=rp.log_floor, sort_micro_batches=rp.sort_micro_batches,
                          callbacks=[*([LiveLogger(live, "rpl", RPL_LOG_KEYS)] if live else []), *callbacks])
     ckpts = sorted(Path(out_dir, "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     if rp.resume and not ckpts: print(f"rpl.resume: no checkpoint in {out_dir}/checkpoints, starting from the beginning")
