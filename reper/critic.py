@@ -21,12 +21,18 @@ def critic_verdict(score: int, reason: str) -> str:
     return f"A score of {score} is given to this caption. {reason}".strip()
 
 # %% ../nbs/0d_critic.ipynb #da2b2dd3
-def critic_records(judged: list[dict]) -> tuple[list[dict], int]:
-    "One-turn critic dialogues (σ = 1) from candidates with `judge_score` and `reason`; and how many were unscored."
-    out = [dict(id=c["id"], messages=[{"role": "user", "text": CRITIC_PROMPT.format(caption=c["text"])},
-                                      {"role": "assistant", "text": critic_verdict(c["judge_score"], c["reason"])}],
-                turns=[dict(sigma=1.0)]) for c in judged if c["judge_score"] is not None]
-    return out, len(judged) - len(out)
+def critic_records(judged: list[dict]) -> tuple[list[dict], int, int]:
+    """One-turn critic dialogues (σ = 1) from candidates with `judge_score` and `reason`, one per distinct (image, caption);
+    and how many candidates were unscored and how many repeated a caption already taken (low temperatures often agree)."""
+    out, seen, unscored = [], set(), 0
+    for c in judged:
+        if c["judge_score"] is None: unscored += 1; continue
+        if (c["id"], c["text"]) in seen: continue
+        seen.add((c["id"], c["text"]))
+        out.append(dict(id=c["id"], messages=[{"role": "user", "text": CRITIC_PROMPT.format(caption=c["text"])},
+                                              {"role": "assistant", "text": critic_verdict(c["judge_score"], c["reason"])}],
+                        turns=[dict(sigma=1.0)]))
+    return out, unscored, len(judged) - unscored - len(out)
 
 # %% ../nbs/0d_critic.ipynb #b1b3ff48
 def critic_rpl_params(rp: RPLParams, lr: float, epochs: float, batch_size: int, seed: int, out_dir: str) -> RPLParams:

@@ -12,7 +12,7 @@ from tqdm import tqdm  # text bars: no ipywidgets warning, readable in executed 
 from .model import encode_dialogue
 
 # %% auto #0
-__all__ = ['RowTemperature', 'collate_prompts', 'generate_answers', 'caption_dialogue']
+__all__ = ['RowTemperature', 'pad_prompts', 'collate_prompts', 'generate_answers', 'caption_dialogue']
 
 # %% ../nbs/04_generate.ipynb #88c7a437
 class RowTemperature(LogitsProcessor):
@@ -24,15 +24,17 @@ class RowTemperature(LogitsProcessor):
         return torch.where(t > 0, scores / t.clamp_min(1e-6), greedy)
 
 # %% ../nbs/04_generate.ipynb #ab2b3071
-def collate_prompts(processor, dialogues: list[list[dict]], images: list, max_length: int, encoded=None) -> dict:
-    "Left-padded `input_ids`, `attention_mask` and `pixel_values` for dialogues awaiting an answer (`encoded`: their ids, if known)."
-    encs = encoded or [encode_dialogue(processor, d, max_length, add_generation_prompt=True)["input_ids"] for d in dialogues]
-    width, pad = max(map(len, encs)), processor.tokenizer.pad_token_id
-    ids = torch.tensor([[pad] * (width - len(e)) + e for e in encs])
-    mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encs])
+def pad_prompts(processor, encoded: list[list[int]], images: list) -> dict:
+    "Left-padded `input_ids`, `attention_mask` and `pixel_values` for prompt ids awaiting an answer."
+    width, pad = max(map(len, encoded)), processor.tokenizer.pad_token_id
+    ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded])
+    mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded])
     pix = processor.image_processor(images, return_tensors="pt")["pixel_values"]
     return dict(input_ids=ids, attention_mask=mask, pixel_values=pix)
 
+def collate_prompts(processor, dialogues: list[list[dict]], images: list, max_length: int) -> dict:
+    "`pad_prompts` for dialogues awaiting an answer."
+    return pad_prompts(processor, [encode_dialogue(processor, d, max_length, add_generation_prompt=True)["input_ids"] for d in dialogues], images)
 
 # %% ../nbs/04_generate.ipynb #4d9762bd
 @torch.no_grad()
@@ -49,7 +51,7 @@ def generate_answers(model, processor, dialogues: list[list[dict]], images: list
     order = sorted(range(n), key=lambda i: len(encs[i]))  # similar lengths share a batch: little left padding
     for s in tqdm(range(0, n, batch_size), desc="generating", disable=not progress):
         idx = order[s:s + batch_size]
-        b = collate_prompts(processor, None, [images[i] for i in idx], max_length, [encs[i] for i in idx])
+        b = pad_prompts(processor, [encs[i] for i in idx], [images[i] for i in idx])
         b = {k: v.to(dev) for k, v in b.items()}
         b["pixel_values"] = b["pixel_values"].to(model.dtype)
         gen = model.generate(**b, do_sample=True, top_k=0, top_p=1.0, temperature=1.0, max_new_tokens=max_new_tokens,

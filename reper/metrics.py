@@ -15,7 +15,8 @@ from .scenes import SHAPES, COLOURS, SIZES, RELATIONS, SYNONYMS, Scene, SceneObj
 
 # %% auto #0
 __all__ = ['tokenize', 'canonicalize', 'Mention', 'Entity', 'noun_phrases', 'group_entities', 'CaptionParse', 'parse_caption',
-           'assign_entities', 'CaptionMatch', 'match_caption', 'caption_counts', 'aggregate', 'score_captions']
+           'assign_entities', 'CaptionMatch', 'match_caption', 'caption_counts', 'aggregate', 'repetitive',
+           'score_captions']
 
 # %% ../nbs/02_metrics.ipynb #aa5094b1
 def _surface_forms() -> dict[tuple[str, ...], str]:
@@ -188,9 +189,16 @@ def aggregate(counts_list) -> dict:
                       n_captions=len(rows), mean_words=_ratio(tot("n_words"), len(rows)))
 
 # %% ../nbs/02_metrics.ipynb #80efd90c
+_LOOP = re.compile(r"\b(\w+?)(?:\W*\1){3,}", re.I)
+
+def repetitive(text: str) -> bool:
+    "A word or word piece said four or more times in a row ('of of of of', 'InInInIn'): the mark of a policy caught in a loop."
+    return bool(_LOOP.search(text))
+
 def score_captions(captions, scenes) -> tuple[pd.DataFrame, dict]:
-    "Score `captions[k]` against `scenes[k]`: one row of counts per caption, and `aggregate` of them."
+    "Score `captions[k]` against `scenes[k]`: one row of counts per caption, and `aggregate` of them plus the `repetitive` share."
     captions, scenes = list(captions), list(scenes)
     if len(captions) != len(scenes): raise ValueError(f"{len(captions)} captions but {len(scenes)} scenes")
     df = pd.DataFrame([dict(id=s.id, caption=c, **caption_counts(c, s)) for c, s in zip(captions, scenes)])
-    return df, aggregate(df)
+    texts = [c for c in captions if isinstance(c, str)]
+    return df, aggregate(df) | dict(repetitive=_ratio(sum(map(repetitive, texts)), len(texts)))

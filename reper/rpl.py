@@ -47,7 +47,7 @@ class ReflectionExamples(Dataset):
         missing = [r["id"] for r in records if r["id"] not in images_by_id]
         if missing: raise KeyError(f"{len(missing)} dialogues have no image, e.g. {missing[:3]}")
         self.records, self.images = records, images_by_id
-        self.lengths = [sum(len(m["text"]) for m in r["messages"]) for r in records]  # characters: a proxy for tokens, to group batches
+        self.lengths = [sum(len(m["text"]) for m in r["messages"]) for r in records]  # characters: a proxy for tokens, to sort micro-batches
     def __len__(self): return len(self.records)
     def __getitem__(self, i):
         r = self.records[i]
@@ -104,8 +104,8 @@ class RPLTrainer(Trainer):
             loss = loss * self.accelerator.num_processes  # the gradient all-reduce averages over processes
         return (loss, out) if return_outputs else loss
     def _get_train_sampler(self, train_dataset=None):
-        ds, a = train_dataset if train_dataset is not None else self.train_dataset, self.args
         if not self.sort: return super()._get_train_sampler(train_dataset)
+        ds, a = train_dataset if train_dataset is not None else self.train_dataset, self.args
         # one optimiser step takes the next batch_size x accumulation x processes indices, split into micro-batches in order
         return StepSampler(ds.lengths, a.train_batch_size * a.gradient_accumulation_steps * a.world_size, a.data_seed if a.data_seed is not None else a.seed)
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None):
