@@ -83,6 +83,7 @@ class PretrainParams(_Group):
     vision_lr: float = Field(2e-3, gt=0, le=1.0)
     freeze_vision: bool = True                  # LLaVA-1.5 keeps the vision tower frozen during caption training
     steps: int = Field(600, ge=1)               # caption training steps
+    multi_turn: float = Field(0.0, ge=0, le=1)  # share of caption examples that are two-round chats (LLaVA-1.5 mixes multi-turn conversations)
     batch_size: int = Field(16, ge=1)
     lr: float = Field(1e-3, gt=0, le=1.0)
     warmup_steps: int = Field(50, ge=0)

@@ -22,16 +22,20 @@ __all__ = ['CaptionExamples', 'DialogueCollator', 'patch_labels', 'vision_featur
 
 # %% ../nbs/05_pretrain.ipynb #7a1347d5
 class CaptionExamples(Dataset):
-    "(image, dialogue) pairs: each scene once per reference caption."
-    def __init__(self, scenes, images, seed: int = 0):
-        self.scenes, self.images, self.seed = scenes, images, seed
+    "(image, dialogue) pairs: each scene once per reference caption; a seeded `multi_turn` share of them two-round chats."
+    def __init__(self, scenes, images, seed: int = 0, multi_turn: float = 0.0):
+        self.scenes, self.images, self.seed, self.multi_turn = scenes, images, seed, multi_turn
         self.n_refs = len(scenes[0].references) if scenes else 0
     def __len__(self): return len(self.scenes) * self.n_refs
     def __getitem__(self, i):
         k, ref = i % len(self.scenes), i // len(self.scenes)
-        s = self.scenes[k]
-        instr = s.instruction if ref == 0 else INSTRUCTIONS[np.random.default_rng([self.seed, i]).integers(len(INSTRUCTIONS))]
-        return dict(image=self.images[k], messages=[{"role": "user", "text": instr}, {"role": "assistant", "text": s.references[ref]}])
+        s, rng = self.scenes[k], np.random.default_rng([self.seed, i])
+        instr = s.instruction if ref == 0 else INSTRUCTIONS[rng.integers(len(INSTRUCTIONS))]
+        messages = [{"role": "user", "text": instr}, {"role": "assistant", "text": s.references[ref]}]
+        if self.multi_turn and self.n_refs > 1 and rng.random() < self.multi_turn:  # first the other reference, then this one
+            first = INSTRUCTIONS[rng.integers(len(INSTRUCTIONS))]
+            messages = [{"role": "user", "text": first}, {"role": "assistant", "text": s.references[(ref + 1) % self.n_refs]}] + messages
+        return dict(image=self.images[k], messages=messages)
 
 # %% ../nbs/05_pretrain.ipynb #44142b8c
 class DialogueCollator:
