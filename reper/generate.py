@@ -63,7 +63,6 @@ def generate_answers(model, processor, dialogues: list[list[dict]], images: list
             out[i] = dict(text=tok.decode(row, skip_special_tokens=True).strip(), temperature=temps[i], n_tokens=len(row), finished=ended)
     return out
 
-
 # %% ../nbs/04_generate.ipynb #c54e3313
 def caption_dialogue(instruction: str) -> list[dict]:
     "The one-message dialogue that asks for a caption."

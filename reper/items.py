@@ -90,4 +90,3 @@ def images_by_id(dp: DataParams, split: str, ids) -> tuple[list[Item], dict]:
     "The items `ids` names (each once, in first-seen order) and `{id: image}`, for datasets that look images up by item id."
     items, images, _ = load_items(dp, split, ids=list(ids))
     return items, {it.id: im for it, im in zip(items, images)}
-

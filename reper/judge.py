@@ -127,7 +127,6 @@ def reflection_messages(instruction: str, turns: list[tuple[str, int, str]]) -> 
         msgs.append({"role": "assistant", "text": text})
     return msgs
 
-
 # %% ../nbs/07_judge.ipynb #8c7b6795
 class OracleJudge:
     "The ground-truth judge: `oracle_judgement` on each item's scene."

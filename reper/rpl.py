@@ -86,7 +86,6 @@ class StepSampler(Sampler):
         for s in range(0, len(perm), self.step_size):
             yield from sorted(perm[s:s + self.step_size], key=lambda i: -self.lengths[i])
 
-
 # %% ../nbs/0a_rpl.ipynb #c753af87
 class RPLTrainer(Trainer):
     "A `Trainer` whose loss is `rpl_loss` with reward `sigma` per token; `sort_micro_batches`: each step's examples split into micro-batches by length."
