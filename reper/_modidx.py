@@ -306,4 +306,5 @@ d = { 'settings': { 'branch': 'main',
                              'reper.sweep.train_variant': ('sweep.html#train_variant', 'reper/sweep.py'),
                              'reper.sweep.variant_dialogues': ('sweep.html#variant_dialogues', 'reper/sweep.py'),
                              'reper.sweep.variant_name': ('sweep.html#variant_name', 'reper/sweep.py'),
-                             'reper.sweep.variant_record': ('sweep.html#variant_record', 'reper/sweep.py')}}}
+                             'reper.sweep.variant_record': ('sweep.html#variant_record', 'reper/sweep.py'),
+                             'reper.sweep.verdicts': ('sweep.html#verdicts', 'reper/sweep.py')}}}

@@ -13,7 +13,7 @@ from .config import load_params, read_jsonl, write_jsonl
 from .dialogues import judged_candidates, build_dialogues
 
 # %% auto #0
-__all__ = ['variant_name', 'variant_dialogues', 'train_variant', 'variant_record', 'gather_variants', 'mean_std']
+__all__ = ['variant_name', 'variant_dialogues', 'train_variant', 'variant_record', 'gather_variants', 'mean_std', 'verdicts']
 
 # %% ../nbs/0e_sweep.ipynb #fe63498b
 def variant_name(method: str, seed: int = 0, alpha: float | None = None, min_gap: float | None = None) -> str:
@@ -83,3 +83,20 @@ def mean_std(df: pd.DataFrame, by, cols, digits: int = 3) -> pd.DataFrame:
     m, s, n = g.mean(), g.std(ddof=1).fillna(0.0), g.size()
     out = m.round(digits).astype(str) + " ± " + s.round(digits).astype(str)
     return out.assign(seeds=n)
+
+# %% ../nbs/0e_sweep.ipynb #7c2eaa62
+def verdicts(final: pd.DataFrame, method: str = "rpl", others=("base", "sft", "dpo"),
+             metrics=(("obj_precision", 1), ("chair_i", -1), ("obj_recall", 1)), label: str = "RePer (rpl)") -> list[str]:
+    "One sentence per (other method, metric): `method` beats, ties with (within one seed std) or does NOT beat it."
+    if method not in set(final.method): raise ValueError(f"no {method!r} rows among methods {sorted(set(final.method))}")
+    g = final.groupby("method")[[m for m, _ in metrics]]
+    mean, sd = g.mean(), g.std(ddof=1).fillna(0.0)
+    out = []
+    for other in [o for o in others if o in mean.index]:
+        for metric, better in metrics:
+            a, b = mean.loc[method, metric], mean.loc[other, metric]
+            noise = max(sd.loc[method, metric], sd.loc[other, metric])
+            d = (a - b) * better
+            word = "ties with" if abs(d) <= noise else "beats" if d > 0 else "does NOT beat"
+            out.append(f"{label} {word} {other} on {metric}: {a:.3f} vs {b:.3f} (larger seed std {noise:.3f})")
+    return out
