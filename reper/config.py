@@ -8,21 +8,26 @@ Docs: https://reper-dev.github.io/reper/config.html.md"""
 from __future__ import annotations
 import os, json, random, tempfile, shutil, contextlib
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal, Optional, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 # %% auto #0
-__all__ = ['Llava665kParams', 'DataParams', 'ModelParams', 'PretrainParams', 'EvaluateParams', 'CandidatesParams',
-           'OpenAIJudgeParams', 'JudgeParams', 'ReferencesParams', 'RuleScoreParams', 'DialogueParams', 'DPOParams',
-           'RPLParams', 'CriticParams', 'ReflectParams', 'CompareParams', 'SweepParams', 'Params', 'ParamsError',
-           'missing_keys', 'parse_params', 'load_params', 'atomic_path', 'write_text_atomic', 'write_json',
-           'write_jsonl', 'RecordError', 'read_jsonl', 'seed_everything', 'base_policy_path', 'pick_device']
+__all__ = ['Split', 'SPLITS', 'Llava665kParams', 'DataParams', 'ModelParams', 'PretrainParams', 'EvaluateParams',
+           'CandidatesParams', 'OpenAIJudgeParams', 'JudgeParams', 'ReferencesParams', 'RuleScoreParams',
+           'DialogueParams', 'DPOParams', 'RPLParams', 'CriticParams', 'ReflectParams', 'CompareParams', 'SweepParams',
+           'Params', 'ParamsError', 'missing_keys', 'parse_params', 'load_params', 'atomic_path', 'write_text_atomic',
+           'write_json', 'write_jsonl', 'RecordError', 'read_jsonl', 'seed_everything', 'base_policy_path',
+           'pick_device']
 
 # %% ../nbs/00_config.ipynb #09d5a5fe
 class _Group(BaseModel):
     "Base of every params group: unknown keys and wrong types are errors, never defaults."
     model_config = ConfigDict(extra="forbid", strict=False, validate_assignment=True)
+
+# %% ../nbs/00_config.ipynb #3e520e81
+Split = Literal["train", "val", "test", "reflect"]  # the scenes' splits, in index order (reper.scenes.split_of)
+SPLITS = get_args(Split)
 
 # %% ../nbs/00_config.ipynb #cd9ac445
 class Llava665kParams(_Group):
@@ -41,6 +46,7 @@ class DataParams(_Group):
     n_train: int = Field(2000, ge=1)
     n_val: int = Field(200, ge=1)
     n_test: int = Field(300, ge=1)
+    n_reflect: int = Field(2000, ge=1)           # images the reflection dataset is built on; the base policy never sees them
     min_objects: int = Field(1, ge=1, le=6)
     max_objects: int = Field(6, ge=1, le=6)
     on_bad_image: Literal["error", "skip"] = "error"  # corrupt or missing image: stop, or count and skip
@@ -79,11 +85,12 @@ class PretrainParams(_Group):
     "Training the base policy from scratch on (image, instruction, reference caption) (`pretrain.*`)."
     seed: int = Field(0, ge=0)
     vision_steps: int = Field(1500, ge=0)        # vision-tower warm-up on patch labels (0: none)
+    vision_scenes: int = Field(16000, ge=0)      # unpinned scenes the warm-up renders in memory (0: the train split's images)
     vision_batch_size: int = Field(64, ge=1)
     vision_lr: float = Field(2e-3, gt=0, le=1.0)
     freeze_vision: bool = True                  # LLaVA-1.5 keeps the vision tower frozen during caption training
     steps: int = Field(600, ge=1)               # caption training steps
-    multi_turn: float = Field(0.0, ge=0, le=1)  # share of caption examples that are two-round chats (LLaVA-1.5 mixes multi-turn conversations)
+    conversations: int = Field(8, ge=1)          # instruction-mix conversations drawn per training image (reper.instruct)
     batch_size: int = Field(16, ge=1)
     lr: float = Field(1e-3, gt=0, le=1.0)
     warmup_steps: int = Field(50, ge=0)
@@ -97,7 +104,7 @@ class PretrainParams(_Group):
 # %% ../nbs/00_config.ipynb #b00108e2
 class EvaluateParams(_Group):
     "Captioning a split with a policy and scoring it against the scene graphs (`evaluate_base.*`)."
-    split: Literal["train", "val", "test"] = "test"
+    split: Split = "test"
     n_images: int = Field(300, ge=1)
     batch_size: int = Field(64, ge=1)
     max_new_tokens: int = Field(96, ge=1, le=2048)
@@ -106,7 +113,7 @@ class EvaluateParams(_Group):
 # %% ../nbs/00_config.ipynb #4fb12a0e
 class CandidatesParams(_Group):
     "Step 1 of the reflection dataset: captions sampled from the base policy (`candidates.*`)."
-    split: Literal["train", "val", "test"] = "train"
+    split: Split = "train"
     n_images: int = Field(600, ge=1)
     temperatures: list[float] = Field(default_factory=lambda: [0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4], min_length=1)
     batch_size: int = Field(64, ge=1)
@@ -246,7 +253,7 @@ class ReflectParams(_Group):
 # %% ../nbs/00_config.ipynb #e7993d47
 class CompareParams(_Group):
     "The headline comparison on held-out images (`evaluate.*`): every policy x critic, per turn, and attention."
-    split: Literal["train", "val", "test"] = "test"
+    split: Split = "test"
     n_images: int = Field(300, ge=1)
     attention_images: int = Field(32, ge=0)     # dialogues teacher-forced with eager attention per system
     heatmap_images: int = Field(3, ge=0)        # images whose per-turn attention maps are drawn

@@ -6,19 +6,19 @@ Docs: https://reper-dev.github.io/reper/scenes.html.md"""
 
 # %% ../nbs/01_scenes.ipynb #86a21379
 from __future__ import annotations
-import json, hashlib
+import itertools, json, hashlib
 from dataclasses import dataclass, asdict, field
 from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm  # text bars: no ipywidgets warning, readable in executed notebooks
-from .config import DataParams, atomic_path, write_text_atomic
+from .config import SPLITS, DataParams, atomic_path, write_text_atomic
 
 # %% auto #0
-__all__ = ['SHAPES', 'COLOURS', 'SIZES', 'RELATIONS', 'INVERSE', 'SYNONYMS', 'INSTRUCTIONS', 'SceneObject', 'relation_holds',
-           'Scene', 'sample_objects', 'render_scene', 'object_mask', 'reference_captions', 'split_of', 'make_scene',
-           'make_scenes', 'SceneDataError', 'scene_from_record', 'load_image', 'load_scenes', 'dataset_fingerprint',
-           'scenes_cli']
+__all__ = ['SHAPES', 'COLOURS', 'SIZES', 'RELATIONS', 'INVERSE', 'SYNONYMS', 'INSTRUCTIONS', 'UNPINNED_START', 'SceneObject',
+           'relation_holds', 'Scene', 'sample_objects', 'render_scene', 'object_mask', 'reference_captions', 'split_of',
+           'make_scene', 'unpinned_scenes', 'make_scenes', 'SceneDataError', 'scene_from_record', 'load_image',
+           'load_scenes', 'dataset_fingerprint', 'scenes_cli']
 
 # %% ../nbs/01_scenes.ipynb #6816135d
 SHAPES = ("circle", "square", "triangle", "star", "diamond", "cross")
@@ -213,10 +213,14 @@ def reference_captions(scene: Scene, rng: np.random.Generator) -> list[str]:
     return out
 
 # %% ../nbs/01_scenes.ipynb #ea603565
+UNPINNED_START = 10**6  # first image index of the unpinned scenes (never written to disk): far past any split
+
 def split_of(index: int, p: DataParams) -> str:
     "The split image `index` belongs to."
-    if index < p.n_train: return "train"
-    return "val" if index < p.n_train + p.n_val else "test"
+    for split, end in zip(SPLITS, itertools.accumulate((p.n_train, p.n_val, p.n_test, p.n_reflect))):
+        if index < end: return split
+    if index >= UNPINNED_START: return "unpinned"
+    raise ValueError(f"image {index} is past the last split ({end} images: data.n_train + n_val + n_test + n_reflect)")
 
 # %% ../nbs/01_scenes.ipynb #b7a2ddb6
 def make_scene(index: int, p: DataParams) -> tuple[Scene, Image.Image]:
@@ -230,6 +234,13 @@ def make_scene(index: int, p: DataParams) -> tuple[Scene, Image.Image]:
     scene.references = reference_captions(scene, rng)
     return scene, render_scene(objs, p.image_size, rng)
 
+# %% ../nbs/01_scenes.ipynb #9c861e9a
+def unpinned_scenes(p: DataParams, n: int, start: int = UNPINNED_START) -> tuple[list[Scene], list[Image.Image]]:
+    "`n` scenes and images past every split (indices from `start`), rendered in memory."
+    if start < p.n_train + p.n_val + p.n_test + p.n_reflect: raise ValueError(f"start {start} lies inside the pinned splits")
+    pairs = [make_scene(k, p) for k in range(start, start + n)]
+    return [s for s, _ in pairs], [im for _, im in pairs]
+
 # %% ../nbs/01_scenes.ipynb #34193aa2
 def _png_bytes(img: Image.Image) -> bytes:
     "PNG encoding with fixed settings (no timestamps), so files are reproducible."
@@ -240,10 +251,10 @@ def _png_bytes(img: Image.Image) -> bytes:
 def make_scenes(p: DataParams, root=None, progress=True) -> dict:
     "Render the whole dataset into `root` (default `p.root`) atomically; return its summary."
     root = Path(root or p.root)
-    n = p.n_train + p.n_val + p.n_test
+    n = p.n_train + p.n_val + p.n_test + p.n_reflect
     with atomic_path(root, is_dir=True) as tmp:
         (tmp / "images").mkdir(); (tmp / "annotations").mkdir()
-        records = {"train": [], "val": [], "test": []}
+        records = {k: [] for k in SPLITS}
         for k in tqdm(range(n), desc="rendering scenes", disable=not progress):
             scene, img = make_scene(k, p)
             (tmp / scene.image).write_bytes(_png_bytes(img))
