@@ -14,28 +14,10 @@ from tqdm import tqdm  # text bars: no ipywidgets warning, readable in executed 
 from transformers import Trainer, TrainingArguments, TrainerCallback
 from .config import PretrainParams
 from .model import encode_dialogue
-from .scenes import INSTRUCTIONS, SHAPES, COLOURS, SIZES, object_mask
+from .scenes import SHAPES, COLOURS, SIZES, object_mask
 
 # %% auto #0
-__all__ = ['CaptionExamples', 'DialogueCollator', 'patch_labels', 'vision_features', 'pretrain_vision', 'LiveLogger',
-           'pretrain_args', 'pretrain']
-
-# %% ../nbs/05_pretrain.ipynb #7a1347d5
-class CaptionExamples(Dataset):
-    "(image, dialogue) pairs: each scene once per reference caption; a seeded `multi_turn` share of them two-round chats."
-    def __init__(self, scenes, images, seed: int = 0, multi_turn: float = 0.0):
-        self.scenes, self.images, self.seed, self.multi_turn = scenes, images, seed, multi_turn
-        self.n_refs = len(scenes[0].references) if scenes else 0
-    def __len__(self): return len(self.scenes) * self.n_refs
-    def __getitem__(self, i):
-        k, ref = i % len(self.scenes), i // len(self.scenes)
-        s, rng = self.scenes[k], np.random.default_rng([self.seed, i])
-        instr = s.instruction if ref == 0 else INSTRUCTIONS[rng.integers(len(INSTRUCTIONS))]
-        messages = [{"role": "user", "text": instr}, {"role": "assistant", "text": s.references[ref]}]
-        if self.multi_turn and self.n_refs > 1 and rng.random() < self.multi_turn:  # first the other reference, then this one
-            first = INSTRUCTIONS[rng.integers(len(INSTRUCTIONS))]
-            messages = [{"role": "user", "text": first}, {"role": "assistant", "text": s.references[(ref + 1) % self.n_refs]}] + messages
-        return dict(image=self.images[k], messages=messages)
+__all__ = ['DialogueCollator', 'patch_labels', 'vision_features', 'pretrain_vision', 'LiveLogger', 'pretrain_args', 'pretrain']
 
 # %% ../nbs/05_pretrain.ipynb #44142b8c
 class DialogueCollator:

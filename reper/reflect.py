@@ -15,16 +15,29 @@ from .metrics import score_captions
 from .pretrain import patch_labels
 
 # %% auto #0
-__all__ = ['reflect', 'turn_metrics', 'reflect_and_score', 'image_attention', 'attention_by_turn']
+__all__ = ['FEEDBACK_MODES', 'NEUTRAL_REQUEST', 'feedback_message', 'reflect', 'dialogue_messages', 'turn_metrics',
+           'reflect_and_score', 'image_attention', 'attention_by_turn', 'answer_logprob', 'feedback_use']
 
-# %% ../nbs/0c_reflect.ipynb #212479cd
+# %% ../nbs/0c_reflect.ipynb #1e1b68ba
+FEEDBACK_MODES = ("critique", "score", "neutral")
+NEUTRAL_REQUEST = "Describe the image again."  # held out of the base policy's instruction mix (reper.instruct)
+
+def feedback_message(mode: str, score: int | None, reason: str) -> str | None:
+    "The user message after an answer in feedback `mode`; None when an unscored answer leaves nothing to say."
+    if mode not in FEEDBACK_MODES: raise ValueError(f"feedback must be one of {FEEDBACK_MODES}, got {mode!r}")
+    if mode == "neutral": return NEUTRAL_REQUEST
+    return None if score is None else feedback_text(score, reason if mode == "critique" else "")
+
+# %% ../nbs/0c_reflect.ipynb #3b33265d
 def reflect(policy, processor, critic, instructions: list[str], images: list, scenes=None, n_turns: int = 3,
             stop_score: int | None = None, batch_size: int = 64, max_new_tokens: int = 96, max_length: int = 640,
-            temperature: float = 0.0, seed: int = 0, progress: bool = True) -> list[list[dict]]:
-    "Reflective perception (paper Algorithm 1) for each image: per turn its answer, the critic's score and reason."
+            temperature: float = 0.0, seed: int = 0, feedback: str = "critique", progress: bool = True) -> list[list[dict]]:
+    "Reflective perception (paper Algorithm 1) for each image: per turn its answer, the critic's score and reason, and the message shown next."
     n = len(instructions)
     scenes = list(scenes) if scenes is not None else [None] * n
     if not (len(images) == len(scenes) == n): raise ValueError(f"{n} instructions, {len(images)} images, {len(scenes)} scenes")
+    feedback_message(feedback, 1, "")  # an unknown mode fails before any compute
+    stop_score = None if feedback == "neutral" else stop_score  # the policy never sees the score
     dialogues, out, live = [caption_dialogue(i) for i in instructions], [[] for _ in range(n)], list(range(n))
     for t in tqdm(range(n_turns), desc="reflection turns", disable=not progress):
         if t and live:  # a prompt is never truncated; its answer may run past max_length (rotary positions extrapolate)
@@ -35,12 +48,22 @@ def reflect(policy, processor, critic, instructions: list[str], images: list, sc
                                max_new_tokens, batch_size, max_length, seed + t, progress=False) if live else []
         verdicts = critic([JudgeItem(a["text"], instructions[i], images[i], scenes[i]) for i, a in zip(live, ans)]) if live else []
         for i, a, v in zip(live, ans, verdicts):
-            out[i].append(dict(turn=t + 1, text=a["text"], score=v.score, reason=v.reason, stopped=False))
+            shown = feedback_message(feedback, v.score, v.reason)
+            out[i].append(dict(turn=t + 1, text=a["text"], score=v.score, reason=v.reason, feedback=shown, stopped=False))
             dialogues[i] = dialogues[i] + [{"role": "assistant", "text": a["text"]}]
-            if v.score is not None: dialogues[i].append({"role": "user", "text": feedback_text(v.score, v.reason)})
+            if shown is not None: dialogues[i].append({"role": "user", "text": shown})
         for i in set(range(n)) - set(live): out[i].append(dict(out[i][-1], turn=t + 1, stopped=True))
-        live = [i for i in live if out[i][-1]["score"] is not None and (stop_score is None or out[i][-1]["score"] < stop_score)]
+        live = [i for i in live if out[i][-1]["feedback"] is not None and (stop_score is None or out[i][-1]["score"] < stop_score)]
     return out
+
+# %% ../nbs/0c_reflect.ipynb #90d36e2f
+def dialogue_messages(instruction: str, turns: list[dict]) -> list[dict]:
+    "The chat a policy saw in a `reflect` result: instruction, then each answer and the message shown after it (up to the last answer)."
+    msgs = [{"role": "user", "text": instruction}]
+    for k, t in enumerate(turns):
+        if k: msgs.append({"role": "user", "text": turns[k - 1]["feedback"]})
+        msgs.append({"role": "assistant", "text": t["text"]})
+    return msgs
 
 # %% ../nbs/0c_reflect.ipynb #d53be93d
 def turn_metrics(results: list[list[dict]], scenes) -> pd.DataFrame:
@@ -54,11 +77,11 @@ def turn_metrics(results: list[list[dict]], scenes) -> pd.DataFrame:
                          stopped=sum(x["stopped"] for x in turn)))
     return pd.DataFrame(rows)
 
-# %% ../nbs/0c_reflect.ipynb #39f75523
-def reflect_and_score(policy, processor, critic, scenes, images, rp, max_length: int, progress: bool = True):
-    "`reflect` on `scenes` with the `reflect.*` settings `rp`; its results and their `turn_metrics`."
+# %% ../nbs/0c_reflect.ipynb #1f9c0862
+def reflect_and_score(policy, processor, critic, scenes, images, rp, max_length: int, feedback: str = "critique", progress: bool = True):
+    "`reflect` on `scenes` with the `reflect.*` settings `rp` and `feedback` mode; its results and their `turn_metrics`."
     res = reflect(policy, processor, critic, [s.instruction for s in scenes], images, scenes, rp.n_turns, rp.stop_score,
-                  rp.batch_size, rp.max_new_tokens, max_length, rp.temperature, rp.seed, progress)
+                  rp.batch_size, rp.max_new_tokens, max_length, rp.temperature, rp.seed, feedback, progress)
     return res, turn_metrics(res, scenes)
 
 # %% ../nbs/0c_reflect.ipynb #876ace62
@@ -86,12 +109,48 @@ def image_attention(policy, processor, messages: list[dict], image, scene, max_l
                         object_area=obj.float().mean().item() if obj is not None else float("nan")))
     return out
 
-# %% ../nbs/0c_reflect.ipynb #81b01f6d
+# %% ../nbs/0c_reflect.ipynb #132b2c41
 def attention_by_turn(policy, processor, results: list[list[dict]], instructions, images, scenes, max_length: int = 640,
                       progress: bool = True) -> pd.DataFrame:
     "`image_attention` of each reflection dialogue in `results`: one row per (image, turn), patches included."
     rows = []
     for k in tqdm(range(len(results)), desc="attention", disable=not progress):
-        msgs = reflection_messages(instructions[k], [(t["text"], t["score"], t["reason"]) for t in results[k] if not t["stopped"]])
+        msgs = dialogue_messages(instructions[k], [t for t in results[k] if not t["stopped"]])
         rows += [dict(image=k, **x) for x in image_attention(policy, processor, msgs, images[k], scenes[k], max_length)]
     return pd.DataFrame(rows)
+
+# %% ../nbs/0c_reflect.ipynb #28d5f4ea
+@torch.no_grad()
+def answer_logprob(model, processor, examples: list[dict], max_length: int, batch_size: int = 16) -> np.ndarray:
+    "(N, 2): summed log-probability and token count of each example's last answer; examples hold `image` and `messages`."
+    from reper.pretrain import DialogueCollator
+    from reper.rpl import target_logprobs
+    coll, out = DialogueCollator(processor, max_length, keep_turns=True), []
+    model.eval()
+    for s in range(0, len(examples), batch_size):
+        b = {k: v.to(model.device) for k, v in coll(examples[s:s + batch_size]).items()}
+        logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], pixel_values=b["pixel_values"].to(model.dtype),
+                       use_cache=False).logits
+        logp, real = target_logprobs(logits, b["labels"])
+        turns = b["turns"][:, 1:]
+        last = real & (turns == turns.max(1, keepdim=True).values)   # (B, T-1) the last answer's tokens
+        out += torch.stack([torch.where(last, logp, 0.0).sum(1), last.sum(1).float()], 1).tolist()
+    return np.array(out)
+
+# %% ../nbs/0c_reflect.ipynb #f08e7d19
+def feedback_use(model, processor, scenes, images, answers: list[str], verdicts, max_length: int = 640, seed: int = 0,
+                 batch_size: int = 16) -> dict:
+    "Nats per reference token gained from each image's own feedback over another image's (`gain`), with per-image values."
+    n = len(scenes)
+    if not (len(images) == len(answers) == len(verdicts) == n) or n < 2: raise ValueError(f"need >= 2 images with an answer and a verdict each, got {n}")
+    order = np.random.default_rng(seed).permutation(n)
+    other = np.empty(n, int); other[order] = np.roll(order, 1)        # a derangement: nobody gets their own feedback
+    def ex(i, j):
+        msgs = [{"role": "user", "text": scenes[i].instruction}, {"role": "assistant", "text": answers[i]},
+                {"role": "user", "text": feedback_text(verdicts[j].score, verdicts[j].reason)}, {"role": "assistant", "text": scenes[i].references[0]}]
+        return dict(image=images[i], messages=msgs)
+    own = answer_logprob(model, processor, [ex(i, i) for i in range(n)], max_length, batch_size)
+    mis = answer_logprob(model, processor, [ex(i, other[i]) for i in range(n)], max_length, batch_size)
+    gain = (own[:, 0] - mis[:, 0]) / own[:, 1]
+    return dict(own=float(own[:, 0].sum() / own[:, 1].sum()), other=float(mis[:, 0].sum() / mis[:, 1].sum()),
+                gain=float(gain.mean()), per_image=gain)
