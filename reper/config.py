@@ -147,6 +147,7 @@ class JudgeParams(_Group):
     openai: OpenAIJudgeParams = OpenAIJudgeParams()
     model_path: Optional[str] = None      # local llava-hf critic checkpoint, for backend `model`
     unparseable_retries: int = Field(2, ge=0, le=10)  # re-asks before a reply is recorded as unscored
+    feedback: Literal["named", "counted"] = "named"   # the oracle's reasons: name what is missed and the true values, or only count and call wrong
 
     @model_validator(mode="after")
     def _model_needs_path(self):
@@ -244,7 +245,7 @@ class CriticParams(_Group):
 class ReflectParams(_Group):
     "Reflective perception at inference, the paper's Algorithm 1 (`reflect.*`)."
     n_turns: int = Field(3, ge=1, le=8)
-    stop_score: Optional[int] = Field(None, ge=1, le=10)  # an image stops once its answer scores this (None: all turns)
+    stop_score: Optional[int] = Field(10, ge=1, le=10)  # an image stops once its answer scores this (10: a perfect answer is not asked again; None: all turns)
     temperature: float = Field(0.0, ge=0, le=5)
     batch_size: int = Field(64, ge=1)
     max_new_tokens: int = Field(96, ge=1, le=2048)

@@ -8,17 +8,20 @@ Docs: https://reper-dev.github.io/reper/critic.html.md"""
 from __future__ import annotations
 import re
 import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
 from .config import RPLParams
-from .judge import CRITIC_PROMPT, Judgement
+from .judge import CRITIC_PROMPT, Judgement, feedback_text
 from .rpl import ReflectionExamples, train_rpl
 
 # %% auto #0
-__all__ = ['critic_verdict', 'critic_records', 'critic_rpl_params', 'train_critic', 'critic_quality']
+__all__ = ['critic_verdict', 'critic_records', 'critic_rpl_params', 'train_critic', 'critic_pairs', 'pairs_quality',
+           'critic_quality']
 
 # %% ../nbs/0d_critic.ipynb #eb3fd9ce
 def critic_verdict(score: int, reason: str) -> str:
-    "The critic's answer: 'A score of N is given to this caption. <reason>'."
-    return f"A score of {score} is given to this caption. {reason}".strip()
+    "The critic's answer: 'A score of N is given to this caption. <reason>', the feedback without its question."
+    return feedback_text(score, reason, ask=False)
 
 # %% ../nbs/0d_critic.ipynb #da2b2dd3
 def critic_records(judged: list[dict]) -> tuple[list[dict], int, int]:
@@ -46,22 +49,33 @@ def train_critic(model, processor, records: list[dict], images_by_id: dict, rp: 
     return train_rpl(model, processor, ReflectionExamples(records, images_by_id), rp, max_length, rp.out_dir, device, live=live)
 
 # %% ../nbs/0d_critic.ipynb #cb828292
-_ERROR = re.compile(r"not in the image|, not |it calls|is not (to the|above|below)|misses|describes none")
+_ERROR = re.compile(r"not in the image|, not |it calls|is not (to the|above|below)|misses|describes none|is wrong|mentions the .+ (twice|times)|repeats")
 def _sentences(text: str) -> list[str]: return [s.strip() + "." for s in re.split(r"\.\s+|\.$", text or "") if s.strip()]
 
 # %% ../nbs/0d_critic.ipynb #7cc7f87a
+def critic_pairs(critic: list[Judgement], oracle: list[Judgement]) -> pd.DataFrame:
+    "One row per caption: critic score (NaN: unscored), oracle score, `flawed` (the oracle names an error), `named` (the critic names one of them), critic sentences and how many the oracle says too."
+    if len(critic) != len(oracle): raise ValueError(f"{len(critic)} critic verdicts, {len(oracle)} oracle verdicts")
+    rows = []
+    for c, o in zip(critic, oracle):
+        cs, os_ = _sentences(c.reason), _sentences(o.reason)
+        rows.append(dict(critic=np.nan if c.score is None else float(c.score), oracle=float(o.score), flawed=any(_ERROR.search(s) for s in os_),
+                         named=any(s in os_ and _ERROR.search(s) for s in cs), sentences=len(cs), grounded=sum(s in os_ for s in cs)))
+    return pd.DataFrame(rows, columns=["critic", "oracle", "flawed", "named", "sentences", "grounded"])
+
+# %% ../nbs/0d_critic.ipynb #4bce72de
+def pairs_quality(pairs: pd.DataFrame) -> dict:
+    "`critic_quality`'s numbers from `critic_pairs` rows: resample the rows to bootstrap an interval."
+    s = pairs[pairs.critic.notna()]
+    cs, os_, f, nan = s.critic.to_numpy(float), s.oracle.to_numpy(float), s[s.flawed.astype(bool)], float("nan")
+    mean = lambda x: float(np.mean(x)) if len(x) else nan
+    return dict(n=len(pairs), unscored=len(pairs) - len(s), mae=mean(np.abs(cs - os_)), exact=mean(cs == os_), within_1=mean(np.abs(cs - os_) <= 1),
+                spearman=float(spearmanr(cs, os_)[0]) if len(s) > 2 and cs.std() and os_.std() else nan,  # ties get mean ranks
+                mean_critic=mean(cs), mean_oracle=mean(os_),
+                reason_grounded=float(s.grounded.sum() / s.sentences.sum()) if s.sentences.sum() else nan,
+                names_real_error=mean(f.named.astype(float)), n_flawed=len(f))
+
+# %% ../nbs/0d_critic.ipynb #e249e2fa
 def critic_quality(critic: list[Judgement], oracle: list[Judgement]) -> dict:
     "Score error and reason grounding of `critic` verdicts against the `oracle`'s on the same captions."
-    if len(critic) != len(oracle): raise ValueError(f"{len(critic)} critic verdicts, {len(oracle)} oracle verdicts")
-    pairs = [(c, o) for c, o in zip(critic, oracle) if c.score is not None]
-    cs, os_ = np.array([c.score for c, _ in pairs], float), np.array([o.score for _, o in pairs], float)
-    rank = lambda x: np.argsort(np.argsort(x, kind="stable"), kind="stable")
-    grounded = [s in _sentences(o.reason) for c, o in pairs for s in _sentences(c.reason)]
-    flawed = [(c, o) for c, o in pairs if any(_ERROR.search(s) for s in _sentences(o.reason))]
-    named = [any(s in _sentences(o.reason) and _ERROR.search(s) for s in _sentences(c.reason)) for c, o in flawed]
-    return dict(n=len(critic), unscored=len(critic) - len(pairs), mae=float(np.abs(cs - os_).mean()) if pairs else float("nan"),
-                exact=float((cs == os_).mean()) if pairs else float("nan"), within_1=float((np.abs(cs - os_) <= 1).mean()) if pairs else float("nan"),
-                spearman=float(np.corrcoef(rank(cs), rank(os_))[0, 1]) if len(pairs) > 2 and cs.std() and os_.std() else float("nan"),
-                mean_critic=float(cs.mean()) if pairs else float("nan"), mean_oracle=float(os_.mean()) if pairs else float("nan"),
-                reason_grounded=float(np.mean(grounded)) if grounded else float("nan"),
-                names_real_error=float(np.mean(named)) if named else float("nan"), n_flawed=len(flawed))
+    return pairs_quality(critic_pairs(critic, oracle))

@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, asdict
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import get_args
 from PIL import Image
 from tqdm import tqdm  # text bars: no ipywidgets warning, readable in executed notebooks
 from .config import JudgeParams, OpenAIJudgeParams, write_text_atomic
@@ -18,10 +19,10 @@ from .scenes import Scene, INSTRUCTIONS, _listing, _png_bytes
 from .metrics import CaptionMatch, match_caption
 
 # %% auto #0
-__all__ = ['JUDGE_PROMPT', 'REASK', 'USAGE_KEYS', 'CRITIC_PROMPT', 'JudgeItem', 'Judgement', 'oracle_points', 'oracle_reason',
-           'oracle_judgement', 'parse_judgement', 'feedback_text', 'reflection_messages', 'OracleJudge',
-           'judge_captions', 'chat_messages', 'cache_key', 'JudgeError', 'api_key', 'retry_after', 'post_chat',
-           'OpenAIJudge', 'OpenAIReferences', 'usage_metrics', 'ModelJudge', 'make_judge']
+__all__ = ['FEEDBACK_MODES', 'JUDGE_PROMPT', 'REASK', 'USAGE_KEYS', 'CRITIC_PROMPT', 'JudgeItem', 'Judgement', 'oracle_points',
+           'oracle_reason', 'oracle_judgement', 'parse_judgement', 'feedback_text', 'reflection_messages',
+           'OracleJudge', 'judge_captions', 'chat_messages', 'cache_key', 'JudgeError', 'api_key', 'retry_after',
+           'post_chat', 'OpenAIJudge', 'OpenAIReferences', 'usage_metrics', 'ModelJudge', 'make_judge']
 
 # %% ../nbs/07_judge.ipynb #6772ec85
 @dataclass
@@ -48,13 +49,17 @@ def _false_relations(m: CaptionMatch) -> list:
     "Claimed relations between two real (matched) entities that do not hold."
     return [t for t in m.wrong_relations if t[0] in m.assign and t[2] in m.assign]
 
+def _repeats(m: CaptionMatch) -> int:
+    "The rubric's repeats: objects introduced again (one each, however often) and sentences said again that list no object again."
+    return len(m.parse.repeats) + len(m.parse.repeated_sentences)
+
 # %% ../nbs/07_judge.ipynb #552cd73d
 def oracle_points(m: CaptionMatch) -> dict:
     "The rubric's points for a matched caption: authenticity (0-4), correctness (0-2), detail (0-4) and the 1-10 score."
     c = m.counts
     obj = _recall(c, "obj")
     a = 4 * obj * max(0.0, 1 - 0.5 * len(m.hallucinated))
-    k = 2 * obj * max(0.0, 1 - 0.5 * (len(m.attr_errors) + len(_false_relations(m))))
+    k = 2 * obj * max(0.0, 1 - 0.5 * (len(m.attr_errors) + len(_false_relations(m)) + _repeats(m)))
     d = 4 * (obj + _recall(c, "attr") + _recall(c, "rel")) / 3
     return dict(authenticity=a, correctness=k, detail=d, score=min(10, max(1, math.floor(a + k + d + 0.5))))
 
@@ -62,27 +67,57 @@ def oracle_points(m: CaptionMatch) -> dict:
 _PHRASE = {"left of": "to the left of", "right of": "to the right of", "above": "above", "below": "below"}
 def _a(words: str) -> str: return ("an " if words[0] in "aeiou" else "a ") + words
 
+# %% ../nbs/07_judge.ipynb #e8a7616c
+_NUMBERS = "zero one two three four five six seven eight nine ten".split()
+def _number(n: int) -> str: return _NUMBERS[n] if n < len(_NUMBERS) else str(n)
+def _times(n: int) -> str: return {1: "once", 2: "twice"}.get(n, f"{_number(n)} times")
+
+# %% ../nbs/07_judge.ipynb #3daa8032
+FEEDBACK_MODES = get_args(JudgeParams.model_fields["feedback"].annotation)  # ('named', 'counted'), from the params schema
+def _said(e) -> str: return " ".join(w for w in (e.colour, e.shape) if w)  # an entity in the caption's own words, size left out
+
+# %% ../nbs/07_judge.ipynb #07ee24a5
+def _attribute_error(m: CaptionMatch, e: int, kind: str, claimed: str, true: str, mode: str) -> str:
+    "A wrong colour or size: its true value (`named`), or that it is wrong, in the caption's words (`counted`)."
+    o = m.scene.objects[m.assign[e]]
+    if mode == "counted": return f"The {kind} of the {_said(m.parse.entities[e])} is wrong."
+    if kind == "size": return f"The {o.colour} {o.shape} is {true}, not {claimed}."
+    if sum(x.shape == o.shape for x in m.scene.objects) == 1: return f"The {o.shape} is {true}, not {claimed}."
+    return f"The {o.shape} it calls {claimed} is {true}."
+
+# %% ../nbs/07_judge.ipynb #121b2bfb
+def _relation_error(m: CaptionMatch, i: int, r: str, j: int, mode: str) -> str:
+    "A false relation: what is not so (`named`), or that a position is wrong, in the caption's words (`counted`)."
+    ents, objs = m.parse.entities, m.scene.objects
+    if mode == "counted": return f"The position of the {_said(ents[i])} relative to the {_said(ents[j])} is wrong."
+    return f"The {objs[m.assign[i]].name} is not {_PHRASE[r]} the {objs[m.assign[j]].name}."
+
+# %% ../nbs/07_judge.ipynb #25cfbdbe
+def _missed(m: CaptionMatch, mode: str) -> str:
+    "The objects no entity matches, named (`named`) or counted in words (`counted`)."
+    objs, n = m.scene.objects, len(m.missed)
+    if mode == "counted": return f"It misses {_number(n)} shape{'s' if n > 1 else ''}."
+    return f"It misses {_listing([f'the {objs[o].size} {objs[o].name}' for o in m.missed])}."
+
 # %% ../nbs/07_judge.ipynb #4d8c0e75
-def oracle_reason(m: CaptionMatch) -> str:
-    "Sentences naming the caption's errors and omissions, or what it gets right."
+def oracle_reason(m: CaptionMatch, mode: str = "named") -> str:
+    "Sentences naming the caption's errors, repeats and omissions, or what it gets right; `mode` 'counted' names nothing the caption did not say."
+    if mode not in FEEDBACK_MODES: raise ValueError(f"feedback mode must be one of {FEEDBACK_MODES}, got {mode!r}")
     objs, ents, c, out = m.scene.objects, m.parse.entities, m.counts, []
     if m.hallucinated:
         names = [_a(ents[e].name) for e in m.hallucinated]
         out.append(f"It mentions {_listing(names)} that {'is' if len(names) == 1 else 'are'} not in the image.")
-    for e, kind, claimed, true in m.attr_errors:
-        o = objs[m.assign[e]]
-        if kind == "size": out.append(f"The {o.colour} {o.shape} is {true}, not {claimed}.")
-        elif sum(x.shape == o.shape for x in objs) == 1: out.append(f"The {o.shape} is {true}, not {claimed}.")
-        else: out.append(f"The {o.shape} it calls {claimed} is {true}.")
-    for i, r, j in _false_relations(m):
-        out.append(f"The {objs[m.assign[i]].name} is not {_PHRASE[r]} the {objs[m.assign[j]].name}.")
+    out += [_attribute_error(m, *err, mode) for err in m.attr_errors]
+    out += [_relation_error(m, *t, mode) for t in _false_relations(m)]
+    out += [f"It mentions the {ents[e].name} {_times(k + 1)}." for e, k in m.parse.repeats.items()]
+    if n := len(m.parse.repeated_sentences): out.append(f"It repeats {'a sentence' if n == 1 else _number(n) + ' sentences'}.")
     if not ents: out.append("It describes none of the shapes in the image.")
     elif not out and not m.missed and c["attr_covered"] == c["attr_gt"] and c["rel_covered"] == c["rel_gt"]:
         n = len(objs)
         out.append(f"It correctly describes {'the only shape' if n == 1 else f'all {n} shapes'} with "
                    + ("their colours, sizes and positions." if c["rel_gt"] else "its colour and size." if n == 1 else "their colours and sizes."))
     elif not out: out.append(f"What it describes is correct: {_listing(['the ' + ents[e].name for e in m.assign])}.")
-    if m.missed: out.append(f"It misses {_listing([f'the {objs[o].size} {objs[o].name}' for o in m.missed])}.")
+    if m.missed: out.append(_missed(m, mode))
     for kind, given in (("colour", lambda e: ents[e].colour), ("size", lambda e: ents[e].sizes)):
         if untold := [f"the {ents[e].name}" for e in m.assign if not given(e)]:
             out.append(f"It does not give the {kind}{'s' if len(untold) > 1 else ''} of {_listing(untold)}.")
@@ -91,10 +126,10 @@ def oracle_reason(m: CaptionMatch) -> str:
     return " ".join(out)
 
 # %% ../nbs/07_judge.ipynb #5e6f280b
-def oracle_judgement(caption, scene: Scene) -> Judgement:
-    "Score and reason for `caption` from the ground-truth `scene`."
+def oracle_judgement(caption, scene: Scene, mode: str = "named") -> Judgement:
+    "Score and reason for `caption` from the ground-truth `scene`, the reason in feedback `mode` ('named' or 'counted')."
     m = match_caption(caption, scene)
-    return Judgement(oracle_points(m)["score"], oracle_reason(m))
+    return Judgement(oracle_points(m)["score"], oracle_reason(m, mode))
 
 # %% ../nbs/07_judge.ipynb #46df1cfe
 _SCORE = re.compile(r"\bscore\b[\s*_:=\-]*(?:(?:of|is)\s+)?[\s*_]*(\d+(?:\.\d+)?)\b(?:\s*(?:/|out of)\s*10\b)?", re.I)
@@ -113,10 +148,10 @@ def parse_judgement(text) -> tuple[int | None, str]:
     return int(score), reason.strip().strip("*_ ").strip()
 
 # %% ../nbs/07_judge.ipynb #902834c3
-def feedback_text(score: int, reason: str) -> str:
-    "The feedback the policy reads after an answer: 'A score of N is given to this caption. <reason> Could you generate a better one?'"
+def feedback_text(score: int, reason: str, ask: bool = True) -> str:
+    "The verdict as the policy reads it: 'A score of N is given to this caption. <reason>', then 'Could you generate a better one?' when `ask`."
     if score is None: raise ValueError("an unscored judgement gives no feedback")
-    return " ".join(s for s in (f"A score of {score} is given to this caption.", reason.strip(), "Could you generate a better one?") if s)
+    return " ".join(s for s in (f"A score of {score} is given to this caption.", reason.strip(), "Could you generate a better one?" * ask) if s)
 
 # %% ../nbs/07_judge.ipynb #5b7c9e21
 def reflection_messages(instruction: str, turns: list[tuple[str, int, str]]) -> list[dict]:
@@ -129,12 +164,14 @@ def reflection_messages(instruction: str, turns: list[tuple[str, int, str]]) -> 
 
 # %% ../nbs/07_judge.ipynb #8c7b6795
 class OracleJudge:
-    "The ground-truth judge: `oracle_judgement` on each item's scene."
-    def __init__(self): self.usage = Counter()
+    "The ground-truth judge: `oracle_judgement` on each item's scene, reasons in `feedback` mode ('named' or 'counted')."
+    def __init__(self, feedback: str = "named"):
+        if feedback not in FEEDBACK_MODES: raise ValueError(f"feedback mode must be one of {FEEDBACK_MODES}, got {feedback!r}")
+        self.feedback, self.usage = feedback, Counter()
     def __call__(self, items: list[JudgeItem]) -> list[Judgement]:
         if any(it.scene is None for it in items): raise ValueError("the oracle judge needs each item's scene")
         self.usage["judged"] += len(items)
-        return [oracle_judgement(it.caption, it.scene) for it in items]
+        return [oracle_judgement(it.caption, it.scene, self.feedback) for it in items]
 
 # %% ../nbs/07_judge.ipynb #2ff4e971
 def judge_captions(judge, items: list[JudgeItem], chunk: int = 16, progress: bool = True) -> list[Judgement]:
@@ -316,8 +353,8 @@ class ModelJudge:
 
 # %% ../nbs/07_judge.ipynb #3ecdb75c
 def make_judge(jp: JudgeParams, device: str = "cpu", batch_size: int = 16, max_new_tokens: int = 128):
-    "The judge `jp.backend` names: `OracleJudge`, `OpenAIJudge` or `ModelJudge` (loading `jp.model_path`)."
-    if jp.backend == "oracle": return OracleJudge()
+    "The judge `jp.backend` names: `OracleJudge` (in `jp.feedback` mode), `OpenAIJudge` or `ModelJudge` (loading `jp.model_path`)."
+    if jp.backend == "oracle": return OracleJudge(jp.feedback)
     if jp.backend == "openai": return OpenAIJudge(jp.openai, jp.unparseable_retries)
     from reper.model import load_policy
     model, processor = load_policy(jp.model_path, device)

@@ -7,6 +7,7 @@ Docs: https://reper-dev.github.io/reper/metrics.html.md"""
 # %% ../nbs/02_metrics.ipynb #5efdddc2
 from __future__ import annotations
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
@@ -33,9 +34,10 @@ _MAXLEN = max(map(len, _FORMS))  # words in the longest phrase
 
 # %% ../nbs/02_metrics.ipynb #7e1d8fa0
 def tokenize(text) -> list[list[str]]:
-    "Lower-cased words of `text`, one list per sentence (split at '.', '!', '?'); other punctuation dropped."
-    sents = re.split(r"[.!?]+", str(text or "").lower())
-    return [ws for s in sents if (ws := re.findall(r"[a-z0-9']+", s))]
+    "Lower-cased words of `text`, one list per sentence (split at '.', '!', '?'); a possessive 's and other punctuation dropped."
+    sents = re.split(r"[.!?]+", str(text or "").lower().replace("’", "'"))
+    words = lambda s: [w for t in re.findall(r"[a-z0-9']+", s) if (w := re.sub(r"'s$", "", t).strip("'"))]  # "square's" -> "square"
+    return [ws for s in sents if (ws := words(s))]
 
 # %% ../nbs/02_metrics.ipynb #489a501d
 def canonicalize(words: list[str]) -> list[str]:
@@ -47,17 +49,28 @@ def canonicalize(words: list[str]) -> list[str]:
         else: out.append(words[i]); i += 1
     return out
 
+# %% ../nbs/02_metrics.ipynb #e0614050
+_DEFINITE, _INDEFINITE = {"the", "this", "that"}, {"a", "an", "another", "any"}
+_ARTICLES, _MODS = _DEFINITE | _INDEFINITE, set(SIZES) | set(COLOURS)
+_NEGATIONS = {"no", "not", "never", "without", "neither", "nor", "isn't", "aren't", "doesn't", "don't"}
+_NEG_VERBS = {"show", "shows", "contain", "contains", "include", "includes", "have", "has", "see", "depict", "depicts"}  # 'does not show a circle'
+
 # %% ../nbs/02_metrics.ipynb #c218cae9
 @dataclass
 class Mention:
-    "One noun phrase: size and colour (None when not given), shape, sentence and token span, its entity."
+    "One noun phrase: size and colour (None when not given), shape, sentence and token span, determiner, its entity."
     size: str | None
     colour: str | None
     shape: str
     sent: int
     start: int  # token span [start, end) in the canonical sentence
     end: int
-    entity: int = -1
+    entity: int = -1            # -1: denied, so no entity
+    article: str | None = None  # the determiner ('a', 'the', …); None when there is none
+    negated: bool = False       # denied: 'no green circle', 'not a green circle'
+    repeat: bool = False        # an indefinite mention of a (colour, shape) already introduced
+    @property
+    def definite(self) -> bool: return self.article in _DEFINITE
 
 # %% ../nbs/02_metrics.ipynb #c16f5c16
 @dataclass
@@ -69,55 +82,91 @@ class Entity:
     @property
     def name(self): return " ".join(w for w in (*self.sizes[:1], self.colour, self.shape) if w)
 
-# %% ../nbs/02_metrics.ipynb #e0a749a2
-_ARTICLES, _MODS = {"a", "an", "the"}, set(SIZES) | set(COLOURS)
+# %% ../nbs/02_metrics.ipynb #2055d3db
+def _negated(sent: list[str], start: int, prev: Mention | None) -> bool:
+    "Whether the noun phrase at token `start` is denied: a negation before it (a verb like 'show' may come between), or 'or' after a denied one."
+    k = start
+    while k and sent[k - 1] in _NEG_VERBS: k -= 1
+    if k and sent[k - 1] in _NEGATIONS: return True
+    return bool(prev and prev.negated and set(sent[prev.end:start]) <= {"or", "nor"})
 
+# %% ../nbs/02_metrics.ipynb #e0a749a2
 def noun_phrases(sent: list[str], si: int = 0) -> list[Mention]:
-    "The mentions in canonical sentence `sent` (number `si`), left to right."
+    "The mentions in canonical sentence `sent` (number `si`), left to right, with their determiners and denials."
     out, i = [], 0
     while i < len(sent):
         j = k = i + (sent[i] in _ARTICLES)
         while k < len(sent) and sent[k] in _MODS: k += 1
         if k < len(sent) and sent[k] in SHAPES:
             first = lambda vocab: next((w for w in sent[j:k] if w in vocab), None)
-            out.append(Mention(first(SIZES), first(COLOURS), sent[k], si, i, k + 1)); i = k + 1
+            m = Mention(first(SIZES), first(COLOURS), sent[k], si, i, k + 1, article=sent[i] if j > i else None)
+            m.negated = _negated(sent, i, out[-1] if out else None)
+            out.append(m); i = k + 1
         else: i += 1
     return out
 
+# %% ../nbs/02_metrics.ipynb #4182d4a2
+def _bind(m: Mention, ents: list[Entity], recent: list[int]) -> int:
+    "The entity `m` refers to, `len(ents)` for a new one; `recent`: entities in the order they were mentioned."
+    keyed = [e for e, x in enumerate(ents) if m.colour and (x.colour, x.shape) == (m.colour, m.shape)]  # at most one: keys are unique
+    if keyed or not m.definite: return (keyed or [len(ents)])[0]
+    back = [e for e in reversed(recent) if ents[e].shape == m.shape and (m.colour is None or ents[e].colour is None)]
+    return ([e for e in back if m.size and ents[e].sizes[:1] == [m.size]] or back or [len(ents)])[0]
+
 # %% ../nbs/02_metrics.ipynb #09aba614
 def group_entities(mentions: list[Mention]) -> list[Entity]:
-    "Merge mentions into entities, setting each `m.entity`."
+    "Bind mentions to entities, setting each `m.entity` and `m.repeat`; a denied mention binds to none."
     ents: list[Entity] = []
-    for m in mentions:
-        same = [e for e, x in enumerate(ents) if x.shape == m.shape]
-        keyed = [e for e in same if ents[e].colour == m.colour]  # at most one: keys are unique
-        m.entity = same[0] if m.colour is None and len(same) == 1 else keyed[0] if keyed else len(ents)
+    recent: list[int] = []
+    for m in (m for m in mentions if not m.negated):
+        m.entity = _bind(m, ents, recent)
         if m.entity == len(ents): ents.append(Entity(m.shape, m.colour))
-        if m.size and m.size not in ents[m.entity].sizes: ents[m.entity].sizes.append(m.size)
+        else: m.repeat = not m.definite  # only a known key binds an indefinite mention
+        e = ents[m.entity]; recent.append(m.entity)
+        if e.colour is None: e.colour = m.colour
+        if m.size and m.size not in e.sizes: e.sizes.append(m.size)
     return ents
 
 # %% ../nbs/02_metrics.ipynb #3f74f646
 @dataclass
 class CaptionParse:
-    "A parsed caption: canonical sentences, mentions, entities and relation triples (entity, relation, entity)."
+    "A parsed caption: canonical sentences, mentions, entities, relation triples (entity, relation, entity), and what it denies or repeats."
     text: str
     sentences: list[list[str]]
     mentions: list[Mention]
     entities: list[Entity]
     relations: list[tuple[int, str, int]]
-    n_words: int  # words in the raw text
+    n_words: int                                                  # words in the raw text
+    negated: int = 0                                              # denied mentions and relations
+    repeated_sentences: list[int] = field(default_factory=list)  # first index of each sentence said again that lists no object again
+    @property
+    def repeats(self) -> dict[int, int]:
+        "Entity -> its repeats, indefinite mentions after it was introduced ('a red circle … a red circle')."
+        return dict(Counter(m.entity for m in self.mentions if m.repeat))
+
+# %% ../nbs/02_metrics.ipynb #1e82c407
+def _repeated_sentences(sents: list[list[str]], mentions: list[Mention]) -> list[int]:
+    "First index of each sentence said again word for word, unless saying it again lists an object again (a repeat already)."
+    relisted, first, out = {m.sent for m in mentions if m.repeat}, {}, []
+    for k, s in enumerate(sents):
+        f = first.setdefault(tuple(s), k)
+        if f != k and k not in relisted and f not in out: out.append(f)
+    return out
 
 # %% ../nbs/02_metrics.ipynb #765a164b
 def parse_caption(text) -> CaptionParse:
-    "Parse any string (None and '' included) into mentions, entities and deduplicated relation triples."
+    "Parse any string (None and '' included) into mentions, entities, deduplicated relation triples, denials and repeats."
     words = tokenize(text)
     sents = [canonicalize(ws) for ws in words]
     mentions = [m for si, s in enumerate(sents) for m in noun_phrases(s, si)]
-    ents, rels = group_entities(mentions), []
+    ents, rels, negated = group_entities(mentions), [], sum(m.negated for m in mentions)
     for a, b in zip(mentions, mentions[1:]):
-        between = [w for w in sents[a.sent][a.end:b.start] if w in RELATIONS] if a.sent == b.sent else []
-        if between and (t := (a.entity, between[0], b.entity)) not in rels: rels.append(t)
-    return CaptionParse(str(text or ""), sents, mentions, ents, rels, sum(map(len, words)))
+        between = sents[a.sent][a.end:b.start] if a.sent == b.sent else []
+        r = next((k for k, w in enumerate(between) if w in RELATIONS), None)
+        if r is None or a.negated or b.negated: continue
+        if _NEGATIONS & set(between[:r]): negated += 1; continue  # 'the circle is not left of the square' claims nothing
+        if (t := (a.entity, between[r], b.entity)) not in rels: rels.append(t)
+    return CaptionParse(str(text or ""), sents, mentions, ents, rels, sum(map(len, words)), negated, _repeated_sentences(sents, mentions))
 
 # %% ../nbs/02_metrics.ipynb #da46c637
 def assign_entities(ents: list[Entity], objs: list[SceneObject]) -> dict[int, int]:
@@ -162,13 +211,14 @@ def match_caption(caption, scene: Scene) -> CaptionMatch:
                   attr_covered=len(covered), attr_gt=2 * n,
                   rel_tp=len(P.relations) - len(wrong), rel_claimed=len(P.relations),
                   rel_covered=sum(frozenset((i, j)) in pairs for i, _, j in key), rel_gt=len(key),
-                  hallucinated=len(P.entities) - len(assign), entities=len(P.entities), n_words=P.n_words)
+                  hallucinated=len(P.entities) - len(assign), entities=len(P.entities), n_words=P.n_words,
+                  negated=P.negated, repeated=sum(P.repeats.values()), repeated_sentences=len(P.repeated_sentences))
     return CaptionMatch(P, scene, assign, [e for e in range(len(P.entities)) if e not in assign],
                         [o for o in range(n) if o not in assign.values()], errors, wrong, counts)
 
 # %% ../nbs/02_metrics.ipynb #be601814
 def caption_counts(caption, scene: Scene) -> dict[str, int]:
-    "Integer counts of `caption` against `scene`: `{obj,attr,rel}_{tp,claimed,covered,gt}`, hallucinated, entities, n_words."
+    "Integer counts of `caption` against `scene`: `{obj,attr,rel}_{tp,claimed,covered,gt}`, hallucinated, entities, n_words, negated, repeated, repeated_sentences."
     return match_caption(caption, scene).counts
 
 # %% ../nbs/02_metrics.ipynb #bf66033f
@@ -186,14 +236,17 @@ def aggregate(counts_list) -> dict:
         out |= {f"{el}_precision": p, f"{el}_recall": r, f"{el}_f1": _f1(p, r)}
     return out | dict(chair_i=_ratio(tot("hallucinated"), tot("entities")),
                       chair_s=_ratio(sum(int(r["hallucinated"]) > 0 for r in rows), len(rows)),
+                      repeated=_ratio(tot("repeated"), len(rows)), repeated_s=_ratio(sum(int(r["repeated"]) > 0 for r in rows), len(rows)),
+                      distinct_objects=_ratio(tot("obj_tp"), len(rows)),  # real objects matched, per caption
                       n_captions=len(rows), mean_words=_ratio(tot("n_words"), len(rows)))
 
 # %% ../nbs/02_metrics.ipynb #80efd90c
 _LOOP = re.compile(r"\b(\w+?)(?:\W*\1){3,}", re.I)
 
 def repetitive(text: str) -> bool:
-    "A word or word piece said four or more times in a row ('of of of of', 'InInInIn'): the mark of a policy caught in a loop."
-    return bool(_LOOP.search(text))
+    "A word or word piece said four or more times in a row ('of of of of', 'InInInIn') or a sentence said twice: the mark of a policy caught in a loop."
+    sents = [tuple(s) for s in tokenize(text)]
+    return bool(_LOOP.search(str(text or ""))) or len(set(sents)) < len(sents)
 
 def score_captions(captions, scenes) -> tuple[pd.DataFrame, dict]:
     "Score `captions[k]` against `scenes[k]`: one row of counts per caption, and `aggregate` of them plus the `repetitive` share."
