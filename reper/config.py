@@ -166,8 +166,7 @@ class RuleScoreParams(_Group):
     "Step 3: the rule-based factual scorer (`rule_score.*`)."
     vocab: Literal["scenes", "open"] = "scenes"  # the scenes vocabulary, or free English (COCO objects) at paper scale
     wordnet: bool = False                 # match synonyms through WordNet (Debian's wordnet-base data)
-    embedding_model: Optional[str] = None  # local sentence-embedding model folder; None: no embedding match
-    embedding_threshold: float = Field(0.8, gt=0, le=1)
+    embedding_model: Optional[str] = None  # local sentence-embedding model folder for CAPTURE's soft stage; None: none
     parser_model: Optional[str] = None    # local seq2seq scene-graph parser (FACTUAL's flan-t5); None: the lexicon extractor
     parser_beams: int = Field(5, ge=1, le=16)           # beam search, as CAPTURE runs the parser
     parser_max_new_tokens: int = Field(128, ge=8, le=1024)

@@ -1,4 +1,4 @@
-"""Step 3 of the reflection dataset: a CAPTURE-style factual score of a caption against reference captions, matching objects, attributes and relations exactly, by synonyms (WordNet) and optionally by embeddings.
+"""Step 3 of the reflection dataset and the headline caption metric: CAPTURE, as its released code computes it, of a caption against reference captions, matching objects, attributes and relations exactly, by synonyms (WordNet) and optionally by embeddings.
 
 Docs: https://reper-dev.github.io/reper/rule_score.html.md"""
 
@@ -9,17 +9,18 @@ from __future__ import annotations
 import functools, re, shutil, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-import numpy as np
+from typing import NamedTuple
+import numpy as np, pandas as pd
 from .config import RuleScoreParams, atomic_path
 from .scenes import SHAPES, COLOURS, SIZES, RELATIONS, SYNONYMS, INVERSE
 from .metrics import tokenize, parse_caption
 
 # %% auto #0
-__all__ = ['LEXNAMES', 'COCO_WORDS', 'LEXICON', 'COLOUR_WORDS', 'SIZE_WORDS', 'ADJECTIVES', 'REL_PHRASES', 'SWAP', 'SYMMETRIC',
-           'FACTUAL_PROMPT', 'CAPTURE_WEIGHTS', 'build_wordnet', 'load_wordnet', 'canonical_relation', 'object_word',
-           'Elements', 'scene_elements', 'open_elements', 'sentences', 'factual_facts', 'factual_elements',
-           'load_factual_parser', 'same_word', 'same_element', 'element_text', 'count_matches', 'prf', 'load_encoder',
-           'RuleScorer']
+__all__ = ['LEXNAMES', 'COCO_WORDS', 'LEXICON', 'COLOUR_WORDS', 'SIZE_WORDS', 'ADJECTIVES', 'REL_PHRASES', 'SWAP',
+           'FACTUAL_PROMPT', 'CAPTURE_EPS', 'CAPTURE_WEIGHTS', 'build_wordnet', 'load_wordnet', 'canonical_relation',
+           'object_word', 'Elements', 'scene_elements', 'open_elements', 'sentences', 'factual_facts',
+           'factual_elements', 'load_factual_parser', 'synonyms', 'same_element', 'element_text', 'capture_match',
+           'prf', 'CaptureSets', 'capture_sets', 'capture_scores', 'load_encoder', 'RuleScorer', 'capture_captions']
 
 # %% ../nbs/08_rule_score.ipynb #89be1cf3
 LEXNAMES = ("adj.all adj.pert adv.all noun.Tops noun.act noun.animal noun.artifact noun.attribute noun.body noun.cognition "
@@ -96,7 +97,6 @@ REL_PHRASES = {f: r for r in RELATIONS for f in (r, *SYNONYMS[r])} | {
     "next to": "next to", "beside": "next to", "near": "near", "behind": "behind", "in front of": "in front of",
     "on top of": "on", "on": "on", "in": "in", "inside": "in", "holding": "holding", "riding": "riding", "wearing": "wearing"}
 SWAP = {"right of": INVERSE["right of"], "below": INVERSE["below"], "in front of": "behind"}
-SYMMETRIC = {"next to", "near"}  # matched in either order
 _REL_MAX = max(len(p.split()) for p in REL_PHRASES)
 
 # %% ../nbs/08_rule_score.ipynb #167d2432
@@ -241,45 +241,69 @@ def load_factual_parser(path, device: str = "cpu", beams: int = 5, max_new_token
 
 # %% ../nbs/08_rule_score.ipynb #b778aea7
 @functools.lru_cache(maxsize=None)
-def _synsets(wn, word: str, pos: str) -> frozenset: return frozenset(s.name() for s in wn.synsets(word.replace(" ", "_"), pos))
+def _lemma_names(wn, word: str) -> frozenset:
+    "Lemma names of every WordNet sense of `word`, any part of speech (CAPTURE's `get_synonyms`)."
+    return frozenset(l.name() for s in wn.synsets("_".join(word.split())) for l in s.lemmas())
 
-def same_word(a: str, b: str, wn=None, pos: str = "n") -> bool:
-    "Whether words `a` and `b` mean the same: equal, scene synonyms, COCO category and kind, or a shared WordNet synset."
-    if a == b or _canon(a) == _canon(b) or LEXICON.get(a) == b or LEXICON.get(b) == a: return True
-    return wn is not None and bool(_synsets(wn, a, pos) & _synsets(wn, b, pos))
+def synonyms(a: str, b: str, wn=None) -> bool:
+    "CAPTURE's synonym test: one string contains the other, or (with WordNet) their lemma-name sets intersect."
+    return a in b or b in a or (wn is not None and bool(_lemma_names(wn, a) & _lemma_names(wn, b)))
 
 # %% ../nbs/08_rule_score.ipynb #7dc7d2f0
 def same_element(a, b, wn=None) -> bool:
-    "Whether two elements (object word, (attribute, object) or (subject, relation, object)) mean the same, part by part."
-    if isinstance(a, str): return same_word(a, b, wn, "n")
-    if len(a) == 2: return same_word(a[0], b[0], wn, "a") and same_word(a[1], b[1], wn, "n")
-    if a[1] != b[1]: return False
-    ends = lambda x, y: same_word(a[0], x, wn) and same_word(a[2], y, wn)
-    return ends(b[0], b[2]) or (a[1] in SYMMETRIC and ends(b[2], b[0]))
+    "CAPTURE's synonym test on two elements: words, or relation triples part by part."
+    if isinstance(a, str): return synonyms(a, b, wn)
+    return len(a) == len(b) and all(synonyms(x, y, wn) for x, y in zip(a, b))
 
 # %% ../nbs/08_rule_score.ipynb #2b422859
 def element_text(e) -> str: return e if isinstance(e, str) else " ".join(e)  # what an encoder reads
 
-def count_matches(cand: list, ref: list, wn=None, encode=None, threshold: float = 0.8) -> int:
-    "Number of one-to-one matches: exact, then synonyms, then (with `encode`) embedding similarity >= `threshold`."
-    c, r, n = list(range(len(cand))), list(range(len(ref))), 0
+def capture_match(cand: list, ref: list, wn=None, encode=None) -> tuple[int, float, float]:
+    "CAPTURE's `compute_match`: hard matches (exact, then synonyms) and the candidate- and reference-side totals after the soft stage."
+    mc, mr = set(), set()  # matched candidate and reference indices
     for same in (lambda a, b: a == b, lambda a, b: same_element(a, b, wn)):
-        for i in list(c):
-            if (j := next((j for j in r if same(cand[i], ref[j])), None)) is not None: c.remove(i); r.remove(j); n += 1
-    if encode is not None and c and r:
-        S = encode([element_text(cand[i]) for i in c]) @ encode([element_text(ref[j]) for j in r]).T  # (C, R) cosine
-        while S.size and S.max() >= threshold:
-            i, j = np.unravel_index(S.argmax(), S.shape); S[i, :] = S[:, j] = -np.inf; n += 1
-    return n
+        for i, c in enumerate(cand):
+            if i in mc: continue
+            if (j := next((j for j, r in enumerate(ref) if j not in mr and same(c, r)), None)) is not None: mc.add(i); mr.add(j)
+    n = len(mc)
+    rc, rr = [element_text(c) for i, c in enumerate(cand) if i not in mc], [element_text(r) for j, r in enumerate(ref) if j not in mr]
+    if encode is None or not rc or not rr: return n, float(n), float(n)
+    S = encode(rc) @ encode(rr).T  # (C, R) cosine of the leftovers
+    return n, n + float(S.max(1).sum()), n + float(S.max(0).sum())
 
 # %% ../nbs/08_rule_score.ipynb #3c29e863
-def prf(n: int, n_cand: int, n_ref: int) -> tuple[float, float, float]:
-    "Precision, recall and F1 of `n` matches; nothing on either side is a perfect (1, 1, 1)."
-    if not n_cand and not n_ref: return 1.0, 1.0, 1.0
-    p, r = (n / n_cand if n_cand else 0.0), (n / n_ref if n_ref else 0.0)
-    return p, r, (2 * p * r / (p + r) if p + r else 0.0)
+CAPTURE_EPS = 1e-6  # CAPTURE's eps in every denominator
+
+def prf(cand_match: float, ref_match: float, n_cand: int, n_ref: int, eps: float = CAPTURE_EPS) -> tuple[float, float, float]:
+    "CAPTURE's precision, recall and F1: cand_match / (|cand| + eps), ref_match / (|ref| + eps), 2PR / (P + R + eps)."
+    p, r = cand_match / (n_cand + eps), ref_match / (n_ref + eps)
+    return p, r, 2 * p * r / (p + r + eps)
 
 CAPTURE_WEIGHTS = {"obj": 0.5, "attr": 0.5, "rel": 0.2}
+
+# %% ../nbs/08_rule_score.ipynb #94a58fc2
+class CaptureSets(NamedTuple):
+    "A caption's elements as CAPTURE holds them; each set a list in first-mention order."
+    objects: list[str]                     # object heads
+    attributes: dict[str, list[str]]       # head -> its attribute words
+    relations: list[tuple[str, str, str]]  # (subject head, relation, object head)
+
+def capture_sets(e: Elements) -> CaptureSets:
+    "CAPTURE's structures of parsed elements `e`: duplicates merged, attributes containing ' of' dropped."
+    attrs = {}
+    for a, o in e.attributes:
+        if " of" not in a: attrs.setdefault(o, {})[a] = None
+    return CaptureSets(list(dict.fromkeys(e.objects)), {o: list(v) for o, v in attrs.items()}, list(dict.fromkeys(e.relations)))
+
+# %% ../nbs/08_rule_score.ipynb #a4546b1e
+def capture_scores(cand: Elements, ref: Elements, wn=None, encode=None) -> dict:
+    "CAPTURE of a candidate's elements against one reference's: `capture` and `{obj,attr,rel}_{precision,recall,f1}`."
+    c, r, out = capture_sets(cand), capture_sets(ref), {}
+    flat = lambda s: [a for v in s.attributes.values() for a in v]  # attributes flattened across objects
+    for k, a, b in (("obj", c.objects, r.objects), ("attr", flat(c), flat(r)), ("rel", c.relations, r.relations)):
+        _, cm, rm = capture_match(a, b, wn, encode)
+        out |= dict(zip((f"{k}_precision", f"{k}_recall", f"{k}_f1"), prf(cm, rm, len(a), len(b))))
+    return {"capture": sum(w * out[f"{k}_f1"] for k, w in CAPTURE_WEIGHTS.items()) / sum(CAPTURE_WEIGHTS.values()), **out}
 
 # %% ../nbs/08_rule_score.ipynb #4b5826bb
 def load_encoder(path, device: str = "cpu"):
@@ -296,14 +320,14 @@ def load_encoder(path, device: str = "cpu"):
 
 # %% ../nbs/08_rule_score.ipynb #97a53c56
 class RuleScorer:
-    "CAPTURE-style factual score of a caption against reference captions."
+    "CAPTURE of a caption against reference captions, on elements from the scenes parser, the free-English extractor or a model parser."
     def __init__(self, rp: RuleScoreParams, encode=None, wordnet_dir: str = "~/.cache/reper/nltk_data", parse=None, device: str = "cpu"):
         vocab = rp.vocab  # 'scenes' or 'open' (free English)
         self.wn = load_wordnet(wordnet_dir) if rp.wordnet else None
         self.encode = encode if encode is not None else load_encoder(rp.embedding_model, device) if rp.embedding_model else None
         self.parse = parse if parse is not None else load_factual_parser(rp.parser_model, device, rp.parser_beams, rp.parser_max_new_tokens,
                                                                          rp.parser_batch_size) if rp.parser_model else None
-        self.vocab, self.threshold, self._elements = vocab, rp.embedding_threshold, {}
+        self.vocab, self._elements = vocab, {}
 
     def prepare(self, texts):
         "Parse every text not yet cached, the model parser's sentences in one batched pass."
@@ -321,14 +345,18 @@ class RuleScorer:
         return self._elements[str(text or "")]
 
     def __call__(self, caption, references: list[str]) -> dict:
-        "`capture` and `{obj,attr,rel}_{precision,recall,f1}` of `caption`, averaged over `references`."
+        "`capture` and `{obj,attr,rel}_{precision,recall,f1}` of `caption`: CAPTURE against each of `references`, averaged."
         if not references: raise ValueError("no reference captions to score against")
-        c, rows = self.elements(caption), []
-        for ref in references:
-            r, row, cap = self.elements(ref), {}, 0.0
-            for k, name in (("obj", "objects"), ("attr", "attributes"), ("rel", "relations")):
-                a, b = getattr(c, name), getattr(r, name)
-                p, rc, f = prf(count_matches(a, b, self.wn, self.encode, self.threshold), len(a), len(b))
-                row |= {f"{k}_precision": p, f"{k}_recall": rc, f"{k}_f1": f}; cap += CAPTURE_WEIGHTS[k] * f
-            rows.append({"capture": cap / sum(CAPTURE_WEIGHTS.values()), **row})
+        self.prepare([caption, *references])
+        rows = [capture_scores(self.elements(caption), self.elements(r), self.wn, self.encode) for r in references]
         return {k: float(np.mean([x[k] for x in rows])) for k in rows[0]}
+
+# %% ../nbs/08_rule_score.ipynb #dcdf32c2
+def capture_captions(captions, scenes, scorer: RuleScorer | None = None) -> pd.DataFrame:
+    "CAPTURE of `captions[k]` against `scenes[k].references`: one row per caption (id, capture, `{obj,attr,rel}_{precision,recall,f1}`)."
+    captions, scenes = list(captions), list(scenes)
+    if len(captions) != len(scenes): raise ValueError(f"{len(captions)} captions but {len(scenes)} scenes")
+    scorer = scorer or RuleScorer(RuleScoreParams(vocab="scenes", wordnet=False, embedding_model=None, parser_model=None))
+    scorer.prepare([*captions, *(r for s in scenes for r in s.references)])
+    cols = ["capture", *(f"{k}_{m}" for k in CAPTURE_WEIGHTS for m in ("precision", "recall", "f1"))]
+    return pd.DataFrame([dict(id=s.id, **scorer(c, s.references)) for c, s in zip(captions, scenes)], columns=["id", *cols])

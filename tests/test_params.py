@@ -47,6 +47,7 @@ BAD = [  # (dotted key, bad value, words the message must contain)
     ("references.max_tokens", 0, "greater than or equal to 1"),
     ("rule_score.parser_beams", 0, "greater than or equal to 1"),
     ("rule_score.parser_max_new_tokens", 4, "greater than or equal to 8"),
+    ("rule_score.embedding_threshold", 0.8, "unknown key"),  # CAPTURE's soft stage has no threshold
     ("dpo.beta", 0, "greater than 0"),
     ("dpo.lr", 2.0, "less than or equal to 1"),
     ("dpo.epochs", 0, "greater than or equal to 1"),
