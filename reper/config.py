@@ -16,9 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 __all__ = ['Split', 'SPLITS', 'Llava665kParams', 'DataParams', 'ModelParams', 'PretrainParams', 'EvaluateParams',
            'CandidatesParams', 'OpenAIJudgeParams', 'JudgeParams', 'ReferencesParams', 'RuleScoreParams',
            'DialogueParams', 'DPOParams', 'RPLParams', 'CriticParams', 'ReflectParams', 'CompareParams', 'SweepParams',
-           'Params', 'ParamsError', 'missing_keys', 'parse_params', 'load_params', 'atomic_path', 'write_text_atomic',
-           'write_json', 'write_jsonl', 'RecordError', 'read_jsonl', 'seed_everything', 'base_policy_path',
-           'pick_device']
+           'GridParams', 'Params', 'ParamsError', 'missing_keys', 'parse_params', 'read_yaml', 'overlay', 'load_params',
+           'profile_cli', 'atomic_path', 'write_text_atomic', 'write_json', 'write_jsonl', 'RecordError', 'read_jsonl',
+           'seed_everything', 'base_policy_path', 'pick_device']
 
 # %% ../nbs/00_config.ipynb #09d5a5fe
 class _Group(BaseModel):
@@ -257,15 +257,38 @@ class CompareParams(_Group):
     n_images: int = Field(300, ge=1)
     attention_images: int = Field(32, ge=0)     # dialogues teacher-forced with eager attention per system
     heatmap_images: int = Field(3, ge=0)        # images whose per-turn attention maps are drawn
+    n_boot: int = Field(2000, ge=100, le=100000)  # bootstrap replicates of every interval (reper.stats)
 
 # %% ../nbs/00_config.ipynb #f2451a77
 class SweepParams(_Group):
-    "Ablations and seeds (`sweep.*`): one train + evaluate stage per variant, oracle critic."
-    n_images: int = Field(150, ge=1)            # test images each variant is evaluated on
+    "Training seeds (`sweep.*`): one train + evaluate stage per (method, seed), oracle loop on the evaluation images."
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     methods: list[Literal["rpl", "sft", "dpo"]] = Field(default_factory=lambda: ["rpl", "sft", "dpo"], min_length=1)
-    alphas: list[float] = Field(default_factory=lambda: [2.0, 4.0, 6.0, 8.0])  # alpha 0 (sft) and rpl.alpha come from the seed runs
-    gaps: list[float] = Field(default_factory=lambda: [2.0, 3.0, 4.0])         # dialogue.min_gap comes from the seed runs
+
+    @model_validator(mode="after")
+    def _distinct(self):
+        for k in ("seeds", "methods"):
+            if len(set(v := getattr(self, k))) != len(v): raise ValueError(f"{k} must not repeat a value, got {v}")
+        if any(x < 0 for x in self.seeds): raise ValueError(f"seeds must be >= 0, got {self.seeds}")
+        return self
+
+# %% ../nbs/00_config.ipynb #43fe9ef6
+class GridParams(_Group):
+    "The validation grid (`grid.*`, stage rpl_grid): RPL's lr × epochs, then α, then the dialogues' score gap, by final-turn CAPTURE."
+    split: Split = "val"                         # never the evaluation split
+    n_images: int = Field(300, ge=1)
+    lrs: list[float] = Field(default_factory=lambda: [1e-5, 3e-5, 1e-4], min_length=1)
+    epochs: list[float] = Field(default_factory=lambda: [1.0, 2.0], min_length=1)
+    alphas: list[float] = Field(default_factory=lambda: [2.0, 10.0, 20.0], min_length=1)
+    gaps: list[float] = Field(default_factory=lambda: [1.0, 2.0, 3.0], min_length=1)
+
+    @model_validator(mode="after")
+    def _values(self):
+        for k, low in (("lrs", 0.0), ("epochs", 0.0), ("alphas", -1e-12), ("gaps", 0.0)):
+            v = getattr(self, k)
+            if len(set(v)) != len(v): raise ValueError(f"{k} must not repeat a value, got {v}")
+            if not all(low < x < float("inf") for x in v): raise ValueError(f"{k} must be finite and {'> 0' if low == 0 else '>= 0'}, got {v}")
+        return self
 
 # %% ../nbs/00_config.ipynb #b1605e96
 class Params(_Group):
@@ -285,6 +308,7 @@ class Params(_Group):
     reflect: ReflectParams = ReflectParams()
     evaluate: CompareParams = CompareParams()
     sweep: SweepParams = SweepParams()
+    grid: GridParams = GridParams()
 
     @model_validator(mode="after")
     def _patches_fit(self):
@@ -343,14 +367,53 @@ def parse_params(raw: dict, path="params.yaml", complete: bool = False) -> Param
         raise ParamsError("\n".join(f"{path}: {k}: missing; every value lives in the params file" for k in miss))
     return p
 
-# %% ../nbs/00_config.ipynb #7a1c22a6
-def load_params(path="params.yaml") -> Params:
-    "Read and validate `path` (every key required); the first thing every stage does."
+# %% ../nbs/00_config.ipynb #affff73f
+class _UniqueKeyLoader(yaml.SafeLoader):
+    "A YAML loader that refuses a mapping with the same key twice (where the last value would silently win)."
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for k, _ in node.value:
+            key = self.construct_object(k, deep=deep)
+            if key in seen: raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", k.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+def read_yaml(path) -> dict:
+    "The mapping in YAML file `path`; `ParamsError` naming the file for a missing file, a folder, bad YAML, a duplicate key or a non-mapping."
     path = Path(path)
     if not path.exists(): raise ParamsError(f"{path}: no such params file")
-    try: raw = yaml.safe_load(path.read_text())
+    if not path.is_file(): raise ParamsError(f"{path}: is a folder, not a params file")
+    try: raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as e: raise ParamsError(f"{path}: not valid YAML: {e}") from None
-    return parse_params(raw or {}, path, complete=True)
+    if raw is not None and not isinstance(raw, dict): raise ParamsError(f"{path}: expected a mapping of stage groups, got {type(raw).__name__}")
+    return raw or {}
+
+# %% ../nbs/00_config.ipynb #b228ac51
+def overlay(base: dict, profile: dict, where="profile", prefix: str = "") -> dict:
+    "`base` with the keys of `profile` replaced (groups merged key by key); a key `base` lacks is an error naming `where`."
+    out = dict(base)
+    for k, v in profile.items():
+        if k not in base: raise ParamsError(f"{where}: {prefix}{k}: unknown key (a profile only changes keys of params.yaml)")
+        out[k] = overlay(base[k], v, where, f"{prefix}{k}.") if isinstance(v, dict) and isinstance(base[k], dict) else v
+    return out
+
+# %% ../nbs/00_config.ipynb #7a1c22a6
+def load_params(path="params.yaml", profile=None) -> Params:
+    "Read and validate `path` (every key required), overlaid with the keys of the `profile` file if given; the first thing every stage does."
+    raw = read_yaml(path)
+    if profile is not None: raw, path = overlay(raw, read_yaml(profile), profile), f"{path} + {profile}"
+    return parse_params(raw, path, complete=True)
+
+# %% ../nbs/00_config.ipynb #98f7df99
+def profile_cli():
+    "Write params.yaml overlaid with a profile (a file of only the keys it changes): what DVC then reads."
+    import argparse
+    ap = argparse.ArgumentParser(description=profile_cli.__doc__)
+    ap.add_argument("profile"); ap.add_argument("--params", default="params.yaml"); ap.add_argument("--out", default=None)
+    a = ap.parse_args()
+    load_params(a.params, a.profile)  # validate before writing anything
+    merged = overlay(read_yaml(a.params), read_yaml(a.profile), a.profile)
+    write_text_atomic(a.out or a.params, f"# {a.params} overlaid with {a.profile} by reper-profile\n" + yaml.safe_dump(merged, sort_keys=False))
 
 # %% ../nbs/00_config.ipynb #64934f74
 @contextlib.contextmanager

@@ -12,11 +12,13 @@ import pandas as pd
 from scipy.stats import spearmanr
 from .config import RPLParams
 from .judge import CRITIC_PROMPT, Judgement, feedback_text
+from transformers import TrainerCallback
+from .judge import ModelJudge
 from .rpl import ReflectionExamples, train_rpl
 
 # %% auto #0
-__all__ = ['critic_verdict', 'critic_records', 'critic_rpl_params', 'train_critic', 'critic_pairs', 'pairs_quality',
-           'critic_quality']
+__all__ = ['QUALITY_KEYS', 'critic_verdict', 'critic_records', 'critic_rpl_params', 'train_critic', 'critic_pairs',
+           'pairs_quality', 'critic_quality', 'quality_intervals', 'SelectOnValidation']
 
 # %% ../nbs/0d_critic.ipynb #eb3fd9ce
 def critic_verdict(score: int, reason: str) -> str:
@@ -44,9 +46,10 @@ def critic_rpl_params(rp: RPLParams, lr: float, epochs: float, batch_size: int, 
                                      gradient_accumulation_steps=1, save_steps=0, resume=False, accelerate_config=None))
 
 # %% ../nbs/0d_critic.ipynb #44ad9688
-def train_critic(model, processor, records: list[dict], images_by_id: dict, rp: RPLParams, max_length: int, device="cpu", live=None):
+def train_critic(model, processor, records: list[dict], images_by_id: dict, rp: RPLParams, max_length: int, device="cpu", live=None,
+                 callbacks=()):
     "Train `model` as a critic on `critic_records`; returns the trainer."
-    return train_rpl(model, processor, ReflectionExamples(records, images_by_id), rp, max_length, rp.out_dir, device, live=live)
+    return train_rpl(model, processor, ReflectionExamples(records, images_by_id), rp, max_length, rp.out_dir, device, live=live, callbacks=callbacks)
 
 # %% ../nbs/0d_critic.ipynb #cb828292
 _ERROR = re.compile(r"not in the image|, not |it calls|is not (to the|above|below)|misses|describes none|is wrong|mentions the .+ (twice|times)|repeats")
@@ -79,3 +82,42 @@ def pairs_quality(pairs: pd.DataFrame) -> dict:
 def critic_quality(critic: list[Judgement], oracle: list[Judgement]) -> dict:
     "Score error and reason grounding of `critic` verdicts against the `oracle`'s on the same captions."
     return pairs_quality(critic_pairs(critic, oracle))
+
+# %% ../nbs/0d_critic.ipynb #51d3c53a
+QUALITY_KEYS = ("spearman", "mae", "names_real_error")
+
+def quality_intervals(pairs: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> dict:
+    "`spearman`, `mae` and `names_real_error` of `critic_pairs` rows, each with `_lo` and `_hi` of a 95% bootstrap interval over captions."
+    from reper.stats import bootstrap_stat
+    s = pairs[pairs.critic.notna()]
+    arrays = (s.critic.to_numpy(float), s.oracle.to_numpy(float), s.flawed.to_numpy(bool), s.named.to_numpy(bool))
+    fns = {"spearman": lambda c, o, f, n: spearmanr(c, o)[0] if c.std() and o.std() else 0.0,
+           "mae": lambda c, o, f, n: np.abs(c - o).mean(),
+           "names_real_error": lambda c, o, f, n: n[f].mean() if f.any() else 0.0}
+    out = {}
+    for k, fn in fns.items():
+        iv = bootstrap_stat(fn, *arrays, n_boot=n_boot, seed=seed)
+        out |= {k: iv.estimate, f"{k}_lo": iv.lo, f"{k}_hi": iv.hi}
+    return out
+
+# %% ../nbs/0d_critic.ipynb #936b81a8
+class SelectOnValidation(TrainerCallback):
+    "At each epoch's end: judge `items` with the model in training, compare with the `oracle` verdicts, keep the best epoch's weights."
+    def __init__(self, processor, items: list, oracle: list[Judgement], retries: int = 2, batch_size: int = 64, max_new_tokens: int = 96):
+        self.processor, self.items, self.oracle, self.kw = processor, items, oracle, dict(unparseable_retries=retries, batch_size=batch_size,
+                                                                                           max_new_tokens=max_new_tokens)
+        self.history, self.best, self.best_state, self.best_pairs = [], -np.inf, None, None
+    def on_epoch_end(self, args, state, control, model=None, **kw):
+        was = model.training; model.eval()
+        pairs = critic_pairs(ModelJudge(model, self.processor, **self.kw)(self.items), self.oracle)
+        model.train(was)
+        q = pairs_quality(pairs); rho = q["spearman"] if np.isfinite(q["spearman"]) else -np.inf
+        self.history.append(dict(epoch=round(state.epoch, 3), step=state.global_step, **q))
+        if self.best_state is None or rho > self.best:  # an epoch with no rank correlation is kept only if it is the first
+            self.best, self.best_pairs = rho, pairs
+            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    def restore(self, model) -> dict:
+        "Load the chosen epoch's weights into `model`; its history row."
+        if self.best_state is None: raise RuntimeError("no epoch was scored: did training run?")
+        model.load_state_dict(self.best_state)
+        return max(self.history, key=lambda h: h["spearman"] if np.isfinite(h["spearman"]) else -np.inf)

@@ -171,6 +171,8 @@ def tokenizer_corpus(scenes, seed: int = 0) -> list[str]:
         out += s.references
         out += [x for ask in QUESTIONS if (qa := ask(s, rng)) is not None for x in qa]
         cap = flawed_caption(s, rng)
-        v = oracle_judgement(cap, s)
-        out += [feedback_text(v.score, v.reason), CRITIC_PROMPT.format(caption=cap)]
+        for mode in ("named", "counted"):
+            v = oracle_judgement(cap, s, mode)
+            out.append(feedback_text(v.score, v.reason))
+        out.append(CRITIC_PROMPT.format(caption=cap))
     return out

@@ -87,7 +87,7 @@ def reflect_and_score(policy, processor, critic, scenes, images, rp, max_length:
 # %% ../nbs/0c_reflect.ipynb #876ace62
 @torch.no_grad()
 def image_attention(policy, processor, messages: list[dict], image, scene, max_length: int = 640) -> list[dict]:
-    "Per assistant turn: attention share on image tokens, its share on object patches, and the (n_patches,) image attention."
+    "Per assistant turn: attention share on image tokens, raw and divided by the image's share of the context, its share on object patches, and the (n_patches,) image attention."
     enc = encode_dialogue(processor, messages, max_length)
     ids = torch.tensor([enc["input_ids"]], device=policy.device)
     pix = processor.image_processor([image], return_tensors="pt")["pixel_values"].to(policy.device, policy.dtype)
@@ -99,12 +99,14 @@ def image_attention(policy, processor, messages: list[dict], image, scene, max_l
     img = ids[0] == processor.image_token_id                         # (T,) image token positions, in patch order
     obj = (patch_labels(scene, processor.patch_size)[0] > 0).to(a.device) if scene is not None else None
     turns, out = torch.tensor(enc["turns"], device=a.device), []
+    pos = torch.arange(len(turns), device=a.device)
     for t in range(int(turns.max()) + 1):
         rows = a[turns == t]                                         # (answer tokens, T)
         on_img = rows[:, img]                                        # (answer tokens, n_patches)
         share = on_img.sum(1).mean().item()
+        context = (img.sum() / (pos[turns == t] + 1)).mean().item()  # the image's share of what each answer token sees
         patch = on_img.mean(0)                                       # (n_patches,) mean attention per patch
-        out.append(dict(turn=t + 1, image_share=share, patches=patch.cpu().numpy(),
+        out.append(dict(turn=t + 1, image_share=share, context_share=context, image_share_norm=share / context, patches=patch.cpu().numpy(),
                         object_share=(patch[obj].sum() / patch.sum()).item() if obj is not None else float("nan"),
                         object_area=obj.float().mean().item() if obj is not None else float("nan")))
     return out

@@ -1,4 +1,4 @@
-"""Variants of the training recipe (method, seed, α, score gap), each trained and evaluated by the same code, and the tables that gather them: the ablations and seeds of the paper's section 4.
+"""Variants of the training recipe, each trained from the base policy by the same code: the training seeds of every method (for intervals over seeds), and the validation grid that chooses RPL's learning rate, epochs, α and the dialogues' score gap (the paper's ablations).
 
 Docs: https://reper-dev.github.io/reper/sweep.html.md"""
 
@@ -8,20 +8,20 @@ Docs: https://reper-dev.github.io/reper/sweep.html.md"""
 from __future__ import annotations
 import json
 from pathlib import Path
+import itertools
 import numpy as np, pandas as pd
 from .config import load_params, read_jsonl, write_jsonl
 from .dialogues import judged_candidates, build_dialogues
 
 # %% auto #0
-__all__ = ['variant_name', 'variant_dialogues', 'train_variant', 'variant_record', 'gather_variants', 'mean_std', 'verdicts']
+__all__ = ['METHODS', 'variant_name', 'variant_dialogues', 'train_variant', 'grid_step', 'grid_name', 'run_grid']
 
 # %% ../nbs/0e_sweep.ipynb #fe63498b
-def variant_name(method: str, seed: int = 0, alpha: float | None = None, min_gap: float | None = None) -> str:
-    "`rpl_s0`, `sft_s1`, `dpo_s2`, `base`; `rpl_alpha4.0`, `rpl_gap3.0` for the α and gap sweeps (seed given by the params)."
-    if method not in ("rpl", "sft", "dpo", "base"): raise ValueError(f"method must be rpl, sft, dpo or base, got {method!r}")
-    if method == "base": return "base"
-    if alpha is not None: return f"{method}_alpha{alpha}"  # as DVC writes ${item} into the stage's paths
-    if min_gap is not None: return f"{method}_gap{min_gap}"
+METHODS = ("rpl", "sft", "dpo")
+
+def variant_name(method: str, seed: int = 0) -> str:
+    "`rpl_s0`, `sft_s1`, `dpo_s2`."
+    if method not in METHODS: raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     return f"{method}_s{seed}"
 
 # %% ../nbs/0e_sweep.ipynb #92b2edbf
@@ -36,17 +36,15 @@ def variant_dialogues(P, min_gap: float, out_path) -> int:
     return write_jsonl(out_path, dialogues)
 
 # %% ../nbs/0e_sweep.ipynb #e2f184ce
-def train_variant(params_path: str, method: str, seed: int, alpha: float | None = None, min_gap: float | None = None,
+def train_variant(params_path: str, method: str, seed: int, rpl: dict | None = None, min_gap: float | None = None,
                   out_dir: str | None = None) -> Path:
-    "Train variant (`method`, `seed`, `alpha`, `min_gap`) from the base policy into `out_dir`; the folder of its policy."
-    from reper.config import write_text_atomic, base_policy_path
+    "Train variant (`method`, `seed`, with `rpl.*` overrides and a score gap) from the base policy into `out_dir`; the folder of its policy."
+    from reper.config import write_text_atomic
     P = load_params(params_path)
-    out = Path(out_dir or f"models/variants/{variant_name(method, seed, alpha, min_gap)}")
-    plain = alpha is None and min_gap is None
-    reuse = {("base", seed): Path(base_policy_path(P)), ("rpl", P.rpl.seed): Path(P.rpl.out_dir) / "policy",
-             ("dpo", P.dpo.seed): Path(P.dpo.out_dir)}.get((method, seed)) if plain else None
-    if method == "base" and reuse is None: reuse = Path(base_policy_path(P))
-    if reuse is not None:  # trained by its own stage (pretrain, train_rpl, train_dpo): point at it
+    out = Path(out_dir or f"models/variants/{variant_name(method, seed)}")
+    plain = not rpl and min_gap is None
+    reuse = {("rpl", P.rpl.seed): Path(P.rpl.out_dir) / "policy", ("dpo", P.dpo.seed): Path(P.dpo.out_dir)}.get((method, seed)) if plain else None
+    if reuse is not None:  # trained by its own stage (train_rpl, train_dpo): point at it
         write_text_atomic(out / "source.json", json.dumps(dict(policy=str(reuse))))
         return reuse
     if method == "dpo":
@@ -57,46 +55,48 @@ def train_variant(params_path: str, method: str, seed: int, alpha: float | None 
     if min_gap is not None and min_gap != P.dialogue.min_gap:
         dialogues = str(out / "dialogues.jsonl"); variant_dialogues(P, min_gap, dialogues)
     from reper.rpl import launch_rpl
-    a = 0.0 if method == "sft" else P.rpl.alpha if alpha is None else alpha
-    launch_rpl(params_path, dict(alpha=a, seed=seed, out_dir=str(out)), dialogues)
+    launch_rpl(params_path, dict(rpl or {}) | dict(seed=seed, out_dir=str(out)) | (dict(alpha=0.0) if method == "sft" else {}), dialogues)
     return out / "policy"
 
-# %% ../nbs/0e_sweep.ipynb #872791d4
-def variant_record(name: str, method: str, seed: int, alpha, min_gap, turns: pd.DataFrame, **extra) -> dict:
-    "What a variant's metrics file holds."
-    return dict(name=name, method=method, seed=seed, alpha=alpha, min_gap=min_gap, **extra, turns=turns.to_dict("records"))
+# %% ../nbs/0e_sweep.ipynb #034f3e50
+def grid_step(step: int, G, rp, min_gap: float, best: dict | None = None) -> list[dict]:
+    "The configurations (lr, epochs, alpha, min_gap) of grid step 1, 2 or 3; `best`: the configuration chosen so far."
+    base = dict(lr=rp.lr, epochs=rp.epochs, alpha=rp.alpha, min_gap=min_gap) | (best or {})
+    if step == 1: return [base | dict(lr=lr, epochs=e) for lr, e in itertools.product(G.lrs, G.epochs)]
+    if best is None: raise ValueError(f"grid step {step} needs the best configuration of the step before")
+    if step == 2: return [base | dict(alpha=a) for a in G.alphas]
+    if step == 3: return [base | dict(min_gap=g) for g in G.gaps]
+    raise ValueError(f"grid step must be 1, 2 or 3, got {step}")
 
-# %% ../nbs/0e_sweep.ipynb #3c2cdd1d
-def gather_variants(paths) -> pd.DataFrame:
-    "One row per (variant, turn) from variant metrics files."
-    rows = []
-    for p in sorted(map(Path, paths)):
-        r = json.loads(p.read_text())
-        for t in r["turns"]: rows.append({k: v for k, v in r.items() if k != "turns"} | t)
-    if not rows: raise FileNotFoundError(f"no variant metrics among {list(paths)}")
-    return pd.DataFrame(rows)
+def grid_name(cfg: dict) -> str:
+    "A configuration's folder name: 'lr3e-05_e2_a10_g1'."
+    return f"lr{cfg['lr']:g}_e{cfg['epochs']:g}_a{cfg['alpha']:g}_g{cfg['min_gap']:g}"
 
-# %% ../nbs/0e_sweep.ipynb #9174b8be
-def mean_std(df: pd.DataFrame, by, cols, digits: int = 3) -> pd.DataFrame:
-    "`mean ± std` of `cols` over the rows of each `by` group (the seeds), and the number of seeds."
-    g = df.groupby(by)[cols]
-    m, s, n = g.mean(), g.std(ddof=1).fillna(0.0), g.size()
-    out = m.round(digits).astype(str) + " ± " + s.round(digits).astype(str)
-    return out.assign(seeds=n)
-
-# %% ../nbs/0e_sweep.ipynb #7c2eaa62
-def verdicts(final: pd.DataFrame, method: str = "rpl", others=("base", "sft", "dpo"),
-             metrics=(("obj_precision", 1), ("chair_i", -1), ("obj_recall", 1)), label: str = "RePer (rpl)") -> list[str]:
-    "One sentence per (other method, metric): `method` beats, ties with (within one seed std) or does NOT beat it."
-    if method not in set(final.method): raise ValueError(f"no {method!r} rows among methods {sorted(set(final.method))}")
-    g = final.groupby("method")[[m for m, _ in metrics]]
-    mean, sd = g.mean(), g.std(ddof=1).fillna(0.0)
-    out = []
-    for other in [o for o in others if o in mean.index]:
-        for metric, better in metrics:
-            a, b = mean.loc[method, metric], mean.loc[other, metric]
-            noise = max(sd.loc[method, metric], sd.loc[other, metric])
-            d = (a - b) * better
-            word = "ties with" if abs(d) <= noise else "beats" if d > 0 else "does NOT beat"
-            out.append(f"{label} {word} {other} on {metric}: {a:.3f} vs {b:.3f} (larger seed std {noise:.3f})")
-    return out
+# %% ../nbs/0e_sweep.ipynb #abdce6fd
+def run_grid(params_path: str, work_dir: str = "models/grid", device: str = "cpu", progress: bool = True) -> tuple[pd.DataFrame, list[dict]]:
+    "Every grid configuration's per-image rows (oracle loop on `grid.split`) and the configuration chosen at each of the three steps."
+    import shutil
+    from tqdm import tqdm
+    from reper.evaluation import run_loop
+    from reper.model import load_policy
+    from reper.scenes import load_scenes
+    P = load_params(params_path)
+    G = P.grid
+    scenes, images, _ = load_scenes(P.data.root, G.split, P.data.on_bad_image, limit=G.n_images)
+    rows, score, chosen = {}, {}, []
+    for step in (1, 2, 3):
+        cfgs = grid_step(step, G, P.rpl, P.dialogue.min_gap, chosen[-1] if chosen else None)
+        for cfg in tqdm(cfgs, desc=f"grid step {step}", disable=not progress):
+            name = grid_name(cfg)
+            if name in rows: continue
+            out = Path(work_dir) / name
+            pol = train_variant(params_path, "rpl", P.rpl.seed, rpl=dict(lr=cfg["lr"], epochs=cfg["epochs"], alpha=cfg["alpha"]),
+                                min_gap=cfg["min_gap"], out_dir=str(out))
+            model, proc = load_policy(pol, device, P.model.dtype)
+            _, r = run_loop(model, proc, scenes, images, P.reflect, P.model.max_length, system=name, seed=P.rpl.seed, **cfg)
+            rows[name] = r.assign(step=step)
+            score[name] = float(r[r.turn == r.turn.max()].capture.mean())
+            shutil.rmtree(out, ignore_errors=True)
+        best = max(cfgs, key=lambda c: score[grid_name(c)])
+        chosen.append(best)
+    return pd.concat(rows.values(), ignore_index=True), chosen

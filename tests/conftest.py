@@ -38,8 +38,9 @@ def run(cmd, cwd, check=True, timeout=1200) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="session")
 def smoke(repo_copy) -> Path:
-    "The smoke profile (profiles/smoke.yaml as params.yaml) reproduced once in the copy; its folder."
-    shutil.copy(repo_copy / "profiles/smoke.yaml", repo_copy / "params.yaml")
+    "The smoke profile (params.yaml overlaid with profiles/smoke.yaml) reproduced once in the copy, frozen stages included; its folder."
+    run(["reper-profile", "profiles/smoke.yaml"], repo_copy)
+    run(["dvc", "unfreeze", "pretrain", "rpl_grid"], repo_copy)  # pinned at the default's sizes: the smoke pipeline trains its own
     t = time.time()
     run(["dvc", "repro"], repo_copy)
     print(f"smoke dvc repro: {time.time() - t:.1f} s")

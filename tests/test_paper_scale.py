@@ -63,7 +63,8 @@ def paper_params(work: Path, url: str) -> dict:
     "The smoke profile with the paper-scale keys pointed at the tiny artefacts: values only."
     from reper.model import save_policy, tiny_llava15
     save_policy(*tiny_llava15([WORDS, "Can you provide a comprehensive caption for this image?"]), work / "ckpt/llava-1.5-tiny-hf")
-    raw = yaml.safe_load((ROOT / "profiles/smoke.yaml").read_text())
+    from reper.config import overlay, read_yaml
+    raw = overlay(read_yaml(ROOT / "params.yaml"), read_yaml(ROOT / "profiles/smoke.yaml"))
     raw["data"].update(source="llava665k", root=str(write_records(work / "playground/data")), on_bad_image="skip")
     raw["model"].update(name_or_path=str(work / "ckpt/llava-1.5-tiny-hf"), max_length=1024)
     raw["candidates"].update(n_images=N_GOOD + 5, temperatures=TEMPS, batch_size=12, max_new_tokens=12)

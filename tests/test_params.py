@@ -7,10 +7,20 @@ from reper.config import ParamsError, load_params, parse_params
 ROOT = Path(__file__).resolve().parents[1]
 GOOD = yaml.safe_load((ROOT / "params.yaml").read_text())
 
-@pytest.mark.parametrize("path", ["params.yaml", "profiles/smoke.yaml"])
-def test_shipped_params_validate(path):
-    p = load_params(ROOT / path)
-    assert p.data.image_size % p.model.patch_size == 0
+@pytest.mark.parametrize("profile", [None, "profiles/smoke.yaml", "profiles/paper_a100.yaml"])
+def test_shipped_params_validate(profile):
+    p = load_params(ROOT / "params.yaml", profile and ROOT / profile)
+    assert p.model.name_or_path or p.data.image_size % p.model.patch_size == 0
+
+@pytest.mark.parametrize("profile", ["profiles/smoke.yaml", "profiles/paper_a100.yaml"])
+def test_profiles_hold_only_what_they_change(profile):
+    "A profile is an overlay: every key it sets exists in params.yaml and differs from it (a copy would hide later changes)."
+    def same(base, over, pre=""):
+        for k, v in over.items():
+            assert k in base, f"{profile}: {pre}{k} is not a params.yaml key"
+            if isinstance(v, dict): yield from same(base[k], v, f"{pre}{k}.")
+            elif v == base[k]: yield f"{pre}{k}"
+    assert not list(same(GOOD, yaml.safe_load((ROOT / profile).read_text()))), "keys equal to params.yaml"
 
 def with_value(key, value):
     "GOOD with the dotted `key` set to `value`."
@@ -33,7 +43,11 @@ BAD = [  # (dotted key, bad value, words the message must contain)
     ("data.n_test", -3, "greater than or equal to 1"),
     ("model.vision_heads", 3, "divisible by vision_heads"),
     ("model.patch_size", 7, "multiple of model.patch_size"),
-    ("evaluate_base.split", "dev", "'train', 'val' or 'test'"),
+    ("evaluate_base.split", "dev", "'train', 'val', 'test' or 'reflect'"),
+    ("grid.lrs", [1e-5, 1e-5], "must not repeat"),
+    ("grid.gaps", [0.0, 1.0], "finite and > 0"),
+    ("sweep.seeds", [0, 0, 1], "must not repeat"),
+    ("sweep.seeds", [-1], "must be >= 0"),
     ("evaluate_base.max_new_tokens", None, "valid integer"),
     ("pretrain.setps", 10, "unknown key"),
     ("evaluate_base.temperature", 0.5, "unknown key"),
@@ -114,8 +128,8 @@ def with_values(pairs: dict) -> dict:
     return raw
 
 def test_shipped_params_keep_the_embedded_default():
-    for path in ("params.yaml", "profiles/smoke.yaml"):
-        p = load_params(ROOT / path)
+    for profile in (None, ROOT / "profiles/smoke.yaml"):
+        p = load_params(ROOT / "params.yaml", profile)
         assert (p.data.source, p.model.name_or_path, p.references.backend, p.rule_score.parser_model) == ("scenes", None, "dataset", None)
 
 def test_paper_scale_is_values_only():
@@ -136,10 +150,10 @@ def test_parser_model_needs_the_open_vocabulary():
     assert parse_params(with_values({"rule_score.parser_model": "/ckpt/f", "rule_score.vocab": "open"})).rule_score.parser_beams == 5
 
 def test_paper_a100_profile_has_the_papers_settings():
-    "profiles/paper_a100.yaml is complete and valid, and carries the paper's recipe (section 4.1)."
+    "params.yaml overlaid with profiles/paper_a100.yaml is valid and carries the paper's recipe (section 4.1)."
     import yaml as _yaml
     root = Path(__file__).resolve().parents[1]
-    P = load_params(root / "profiles/paper_a100.yaml")
+    P = load_params(root / "params.yaml", root / "profiles/paper_a100.yaml")
     assert P.data.source == "llava665k" and P.candidates.n_images == 10000
     assert P.candidates.temperatures == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4]
     assert (P.rpl.alpha, P.rpl.lr, P.rpl.epochs, P.rpl.bf16) == (10.0, 1e-6, 1.0, True)
