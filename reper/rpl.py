@@ -34,7 +34,7 @@ def rpl_loss(logits, labels, sigma, alpha: float = 10.0, n_target=None, log_floo
     sigma = sigma[:, 1:]
     log1m_p = torch.log(torch.clamp(-torch.expm1(logp), min=log_floor))  # log(1 - p), floored
     s = sigma.float()
-    like = torch.where(mask, s * logp, 0.0).sum()
+    like = torch.where(mask & (s > 0), s * logp, 0.0).sum()             # σ = 0 adds nothing, even where log p = -inf
     unlike = torch.where(mask, alpha * (1 - s) * log1m_p, 0.0).sum()
     n = mask.sum() if n_target is None else n_target
     n = torch.as_tensor(n, device=logits.device, dtype=torch.float32).clamp_min(1)
