@@ -6,11 +6,11 @@ Docs: https://reper-dev.github.io/reper/rpl.html.md"""
 
 # %% ../nbs/0a_rpl.ipynb #c7078dde
 from __future__ import annotations
-import argparse, json, os, subprocess, sys
+import argparse, json, subprocess, sys
 from pathlib import Path
-import torch, torch.nn.functional as F
+import torch
 from torch.utils.data import Dataset, Sampler
-from transformers import Trainer, TrainingArguments, TrainerCallback
+from transformers import Trainer, TrainingArguments
 from .config import RPLParams
 from .model import n_image_tokens
 from .pretrain import DialogueCollator, LiveLogger
@@ -91,7 +91,13 @@ class RPLTrainer(Trainer):
     "A `Trainer` whose loss is `rpl_loss` with reward `sigma` per token; `sort_micro_batches`: each step's examples split into micro-batches by length."
     def __init__(self, *args, alpha: float = 10.0, log_floor: float = 1e-6, sort_micro_batches: bool = False, **kw):
         super().__init__(*args, **kw)
-        self.alpha, self.log_floor, self.sort, self.model_accepts_loss_kwargs, self._parts = alpha, log_floor, sort_micro_batches, True, {}
+        self.alpha = alpha
+        self.log_floor = log_floor
+        self.sort = sort_micro_batches
+        # rpl_loss divides by `num_items_in_batch`, so the Trainer must count it (the answer tokens of the whole
+        # accumulated batch) and must not divide the loss by gradient_accumulation_steps again
+        self.model_accepts_loss_kwargs = True
+        self._parts = {}  # likelihood, unlikelihood and σ per turn of each micro-batch since the last log
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels, sigma, turns = inputs.pop("labels"), inputs.pop("sigma"), inputs.pop("turns")
         out = model(**inputs, use_cache=False)
@@ -136,7 +142,8 @@ def rpl_args(rp: RPLParams, out_dir, device: str = "cpu") -> TrainingArguments:
     return TrainingArguments(
         output_dir=str(Path(out_dir) / "checkpoints"), num_train_epochs=rp.epochs, per_device_train_batch_size=rp.batch_size,
         gradient_accumulation_steps=rp.gradient_accumulation_steps, learning_rate=rp.lr, lr_scheduler_type=rp.lr_scheduler,
-        warmup_steps=rp.warmup_ratio, weight_decay=rp.weight_decay, max_grad_norm=rp.max_grad_norm,
+        warmup_steps=rp.warmup_ratio,  # a float in [0, 1) is a ratio of all steps (transformers 5 has no warmup_ratio)
+        weight_decay=rp.weight_decay, max_grad_norm=rp.max_grad_norm,
         logging_steps=rp.logging_steps, save_strategy="steps" if rp.save_steps else "no", save_steps=rp.save_steps or 500,
         save_total_limit=2, bf16=rp.bf16, gradient_checkpointing=rp.gradient_checkpointing,
         gradient_checkpointing_kwargs=dict(use_reentrant=False), seed=rp.seed, data_seed=rp.seed, report_to=[],
