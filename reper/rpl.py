@@ -42,12 +42,16 @@ def rpl_loss(logits, labels, sigma, alpha: float = 10.0, n_target=None, log_floo
 
 # %% ../nbs/0a_rpl.ipynb #65d7987b
 class ReflectionExamples(Dataset):
-    "Reflection dialogues (records of `build_dialogues`) with their images: image, messages and σ per turn."
-    def __init__(self, records: list[dict], images_by_id: dict):
-        missing = [r["id"] for r in records if r["id"] not in images_by_id]
-        if missing: raise KeyError(f"{len(missing)} dialogues have no image, e.g. {missing[:3]}")
-        self.records, self.images = records, images_by_id
-        self.lengths = [sum(len(m["text"]) for m in r["messages"]) for r in records]  # characters: a proxy for tokens, to sort micro-batches
+    "Reflection dialogues (records of `build_dialogues`) with their images: image, messages and σ per turn; `on_missing`: error or skip a dialogue without an image."
+    def __init__(self, records: list[dict], images_by_id: dict, on_missing: str = "error"):
+        if on_missing not in ("error", "skip"): raise ValueError(f"on_missing must be 'error' or 'skip', got {on_missing!r}")
+        self.skipped = [r["id"] for r in records if r["id"] not in images_by_id]  # ids of dialogues left out
+        if self.skipped and on_missing == "error":
+            raise ValueError(f"{len(self.skipped)} of {len(records)} dialogues have no image: ids {self.skipped[:10]}"
+                             f"{' …' if len(self.skipped) > 10 else ''} (on_missing='skip' leaves them out)")
+        self.records = [r for r in records if r["id"] in images_by_id]
+        self.images = images_by_id
+        self.lengths = [sum(len(m["text"]) for m in r["messages"]) for r in self.records]  # characters: a proxy for tokens, to sort micro-batches
     def __len__(self): return len(self.records)
     def __getitem__(self, i):
         r = self.records[i]
@@ -198,7 +202,8 @@ def rpl_main(params_path: str = "params.yaml", overrides: dict | None = None, di
     state = PartialState(cpu=pick_device(rp.device) == "cpu")  # cpu=True: gloo across processes started by torchrun
     seed_everything(rp.seed)
     recs = read_jsonl(dialogues, required=("id", "messages", "turns"))
-    ds = ReflectionExamples(recs, images_by_id(P.data, P.candidates.split, [r["id"] for r in recs])[1])
+    by_id = images_by_id(P.data, P.candidates.split, [r["id"] for r in recs])[1]
+    ds = ReflectionExamples(recs, by_id, on_missing=P.data.on_bad_image)  # skip: dialogues whose image was left out are counted
     model, proc = load_policy(base_policy_path(P), "cpu", P.model.dtype)
     counts = freeze_vision_side(model)
     live = Live(live_dir, dvcyaml=None, save_dvc_exp=False, report=None) if live_dir and state.is_main_process else None
@@ -211,7 +216,7 @@ def rpl_main(params_path: str = "params.yaml", overrides: dict | None = None, di
         with atomic_path(policy, is_dir=True) as t: Path(tmp).rename(t)
     state.wait_for_everyone()
     hist = trainer.state.log_history
-    summary = dict(dialogues=len(ds), processes=state.num_processes, **counts, steps=trainer.state.global_step,
+    summary = dict(dialogues=len(ds), skipped_dialogues=len(ds.skipped), processes=state.num_processes, **counts, steps=trainer.state.global_step,
                    train_loss=next((h["train_loss"] for h in reversed(hist) if "train_loss" in h), None),
                    train_seconds=next((h["train_runtime"] for h in reversed(hist) if "train_runtime" in h), None))
     if live:
