@@ -6,7 +6,7 @@ Docs: https://reper-dev.github.io/reper/items.html.md"""
 
 # %% ../nbs/01a_items.ipynb #af2188ce
 from __future__ import annotations
-import json
+import json, os
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -14,7 +14,7 @@ from .config import DataParams
 from .scenes import Scene, SceneDataError, load_image, load_scenes
 
 # %% auto #0
-__all__ = ['Item', 'scene_item', 'read_llava665k', 'llava665k_items', 'load_items', 'images_by_id']
+__all__ = ['Item', 'scene_item', 'read_llava665k', 'llava665k_items', 'inside_root', 'load_items', 'images_by_id']
 
 # %% ../nbs/01a_items.ipynb #82114c9a
 @dataclass
@@ -49,18 +49,27 @@ def llava665k_items(records: list, instruction: str, where: str = "records") -> 
         if not isinstance(r, dict) or "id" not in r or not isinstance(r.get("conversations"), list):
             raise SceneDataError(f"{where}[{k}]: malformed record (needs 'id' and a 'conversations' list)")
         if r.get("image") is None: continue  # text-only record
-        if not isinstance(r["image"], str) or not r["image"].strip(): raise SceneDataError(f"{where}[{k}]: 'image' must be a relative path")
+        if not isinstance(r["image"], str) or not r["image"].strip():
+            raise SceneDataError(f"{where}[{k}] (id {str(r['id'])!r}): 'image' must be a relative path, got {r['image']!r}")
         rid = str(r["id"]); seen[rid] = seen.get(rid, 0) + 1
         out.append(Item(rid if seen[rid] == 1 else f"{rid}#{seen[rid]}", r["image"], instruction))
     return out
 
+# %% ../nbs/01a_items.ipynb #e17ff076
+def inside_root(rel: str) -> bool:
+    "Whether the relative path `rel` stays under the folder it is joined to: not absolute, and no `..` that climbs out."
+    p = os.path.normpath(rel)
+    return not (os.path.isabs(p) or p == os.pardir or p.startswith(os.pardir + os.sep))
+
 # %% ../nbs/01a_items.ipynb #d00c7f14
-def _with_images(items: list[Item], root, on_bad: str, limit: int | None, with_images: bool):
-    "The first `limit` items whose image opens (or all, unchecked, without images), their images, and how many were skipped."
+def _with_images(items: list[Item], root, on_bad: str, limit: int | None, with_images: bool, where: str):
+    "The first `limit` items whose image is inside `root` and opens (or all inside, unopened, without images), their images, and how many were skipped."
     out, images, skipped = [], [], 0
     for it in items:
         if limit is not None and len(out) >= limit: break
-        try: img = load_image(Path(root) / it.image) if with_images else None
+        try:
+            if not inside_root(it.image): raise SceneDataError(f"{where}: record {it.id!r}: image {it.image!r} is outside data.root ({root})")
+            img = load_image(Path(root) / it.image) if with_images else None
         except SceneDataError:
             if on_bad != "skip": raise
             skipped += 1; continue
@@ -83,10 +92,16 @@ def load_items(dp: DataParams, split: str = "train", limit: int | None = None, w
         by_id = {it.id: it for it in pool}
         if missing := [i for i in dict.fromkeys(ids) if i not in by_id]: raise SceneDataError(f"{where}: no items with ids {missing[:5]}")
         pool = [by_id[i] for i in dict.fromkeys(ids)]
-    return _with_images(pool, dp.root, dp.on_bad_image, limit, with_images)
+    return _with_images(pool, dp.root, dp.on_bad_image, limit, with_images, where)
 
 # %% ../nbs/01a_items.ipynb #9d1e2f30
 def images_by_id(dp: DataParams, split: str, ids) -> tuple[list[Item], dict]:
-    "The items `ids` names (each once, in first-seen order) and `{id: image}`, for datasets that look images up by item id."
-    items, images, _ = load_items(dp, split, ids=list(ids))
+    "The items `ids` names (each once, in first-seen order) and `{id: image}`, for datasets that look images up by item id; prints which it left out."
+    ids = list(dict.fromkeys(ids))
+    items, images, skipped = load_items(dp, split, ids=ids)
+    if skipped:  # data.on_bad_image: skip (else load_items raised)
+        kept = {it.id for it in items}
+        left = [i for i in ids if i not in kept]
+        print(f"images_by_id: {len(left)} of {len(ids)} items left out, their image missing, unreadable or outside data.root "
+              f"(data.on_bad_image: skip): {left[:10]}{' …' if len(left) > 10 else ''}")
     return items, {it.id: im for it, im in zip(items, images)}

@@ -6,11 +6,11 @@ Docs: https://reper-dev.github.io/reper/rpl.html.md"""
 
 # %% ../nbs/0a_rpl.ipynb #c7078dde
 from __future__ import annotations
-import argparse, json, os, subprocess, sys
+import argparse, json, subprocess, sys
 from pathlib import Path
-import torch, torch.nn.functional as F
+import torch
 from torch.utils.data import Dataset, Sampler
-from transformers import Trainer, TrainingArguments, TrainerCallback
+from transformers import Trainer, TrainingArguments
 from .config import RPLParams
 from .model import n_image_tokens
 from .pretrain import DialogueCollator, LiveLogger
@@ -34,7 +34,7 @@ def rpl_loss(logits, labels, sigma, alpha: float = 10.0, n_target=None, log_floo
     sigma = sigma[:, 1:]
     log1m_p = torch.log(torch.clamp(-torch.expm1(logp), min=log_floor))  # log(1 - p), floored
     s = sigma.float()
-    like = torch.where(mask, s * logp, 0.0).sum()
+    like = torch.where(mask & (s > 0), s * logp, 0.0).sum()             # σ = 0 adds nothing, even where log p = -inf
     unlike = torch.where(mask, alpha * (1 - s) * log1m_p, 0.0).sum()
     n = mask.sum() if n_target is None else n_target
     n = torch.as_tensor(n, device=logits.device, dtype=torch.float32).clamp_min(1)
@@ -42,12 +42,16 @@ def rpl_loss(logits, labels, sigma, alpha: float = 10.0, n_target=None, log_floo
 
 # %% ../nbs/0a_rpl.ipynb #65d7987b
 class ReflectionExamples(Dataset):
-    "Reflection dialogues (records of `build_dialogues`) with their images: image, messages and σ per turn."
-    def __init__(self, records: list[dict], images_by_id: dict):
-        missing = [r["id"] for r in records if r["id"] not in images_by_id]
-        if missing: raise KeyError(f"{len(missing)} dialogues have no image, e.g. {missing[:3]}")
-        self.records, self.images = records, images_by_id
-        self.lengths = [sum(len(m["text"]) for m in r["messages"]) for r in records]  # characters: a proxy for tokens, to sort micro-batches
+    "Reflection dialogues (records of `build_dialogues`) with their images: image, messages and σ per turn; `on_missing`: error or skip a dialogue without an image."
+    def __init__(self, records: list[dict], images_by_id: dict, on_missing: str = "error"):
+        if on_missing not in ("error", "skip"): raise ValueError(f"on_missing must be 'error' or 'skip', got {on_missing!r}")
+        self.skipped = [r["id"] for r in records if r["id"] not in images_by_id]  # ids of dialogues left out
+        if self.skipped and on_missing == "error":
+            raise ValueError(f"{len(self.skipped)} of {len(records)} dialogues have no image: ids {self.skipped[:10]}"
+                             f"{' …' if len(self.skipped) > 10 else ''} (on_missing='skip' leaves them out)")
+        self.records = [r for r in records if r["id"] in images_by_id]
+        self.images = images_by_id
+        self.lengths = [sum(len(m["text"]) for m in r["messages"]) for r in self.records]  # characters: a proxy for tokens, to sort micro-batches
     def __len__(self): return len(self.records)
     def __getitem__(self, i):
         r = self.records[i]
@@ -91,7 +95,13 @@ class RPLTrainer(Trainer):
     "A `Trainer` whose loss is `rpl_loss` with reward `sigma` per token; `sort_micro_batches`: each step's examples split into micro-batches by length."
     def __init__(self, *args, alpha: float = 10.0, log_floor: float = 1e-6, sort_micro_batches: bool = False, **kw):
         super().__init__(*args, **kw)
-        self.alpha, self.log_floor, self.sort, self.model_accepts_loss_kwargs, self._parts = alpha, log_floor, sort_micro_batches, True, {}
+        self.alpha = alpha
+        self.log_floor = log_floor
+        self.sort = sort_micro_batches
+        # rpl_loss divides by `num_items_in_batch`, so the Trainer must count it (the answer tokens of the whole
+        # accumulated batch) and must not divide the loss by gradient_accumulation_steps again
+        self.model_accepts_loss_kwargs = True
+        self._parts = {}  # likelihood, unlikelihood and σ per turn of each micro-batch since the last log
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels, sigma, turns = inputs.pop("labels"), inputs.pop("sigma"), inputs.pop("turns")
         out = model(**inputs, use_cache=False)
@@ -136,7 +146,8 @@ def rpl_args(rp: RPLParams, out_dir, device: str = "cpu") -> TrainingArguments:
     return TrainingArguments(
         output_dir=str(Path(out_dir) / "checkpoints"), num_train_epochs=rp.epochs, per_device_train_batch_size=rp.batch_size,
         gradient_accumulation_steps=rp.gradient_accumulation_steps, learning_rate=rp.lr, lr_scheduler_type=rp.lr_scheduler,
-        warmup_steps=rp.warmup_ratio, weight_decay=rp.weight_decay, max_grad_norm=rp.max_grad_norm,
+        warmup_steps=rp.warmup_ratio,  # a float in [0, 1) is a ratio of all steps (transformers 5 has no warmup_ratio)
+        weight_decay=rp.weight_decay, max_grad_norm=rp.max_grad_norm,
         logging_steps=rp.logging_steps, save_strategy="steps" if rp.save_steps else "no", save_steps=rp.save_steps or 500,
         save_total_limit=2, bf16=rp.bf16, gradient_checkpointing=rp.gradient_checkpointing,
         gradient_checkpointing_kwargs=dict(use_reentrant=False), seed=rp.seed, data_seed=rp.seed, report_to=[],
@@ -191,7 +202,8 @@ def rpl_main(params_path: str = "params.yaml", overrides: dict | None = None, di
     state = PartialState(cpu=pick_device(rp.device) == "cpu")  # cpu=True: gloo across processes started by torchrun
     seed_everything(rp.seed)
     recs = read_jsonl(dialogues, required=("id", "messages", "turns"))
-    ds = ReflectionExamples(recs, images_by_id(P.data, P.candidates.split, [r["id"] for r in recs])[1])
+    by_id = images_by_id(P.data, P.candidates.split, [r["id"] for r in recs])[1]
+    ds = ReflectionExamples(recs, by_id, on_missing=P.data.on_bad_image)  # skip: dialogues whose image was left out are counted
     model, proc = load_policy(base_policy_path(P), "cpu", P.model.dtype)
     counts = freeze_vision_side(model)
     live = Live(live_dir, dvcyaml=None, save_dvc_exp=False, report=None) if live_dir and state.is_main_process else None
@@ -204,7 +216,7 @@ def rpl_main(params_path: str = "params.yaml", overrides: dict | None = None, di
         with atomic_path(policy, is_dir=True) as t: Path(tmp).rename(t)
     state.wait_for_everyone()
     hist = trainer.state.log_history
-    summary = dict(dialogues=len(ds), processes=state.num_processes, **counts, steps=trainer.state.global_step,
+    summary = dict(dialogues=len(ds), skipped_dialogues=len(ds.skipped), processes=state.num_processes, **counts, steps=trainer.state.global_step,
                    train_loss=next((h["train_loss"] for h in reversed(hist) if "train_loss" in h), None),
                    train_seconds=next((h["train_runtime"] for h in reversed(hist) if "train_runtime" in h), None))
     if live:

@@ -1,4 +1,5 @@
-"RPL training as a process: resuming after a kill, two processes against one, and the train_rpl stage's outputs."
+"RPL training as a process: resuming after a kill, two processes against one, the train_rpl stage's outputs, and
+dialogues whose image did not open."
 import json, sys
 from pathlib import Path
 import torch, yaml
@@ -68,3 +69,27 @@ def test_accelerate_configs_name_the_paper_node():
     assert "LlamaDecoderLayer" in fsdp["fsdp_config"]["fsdp_transformer_layer_cls_to_wrap"]
     ds = json.loads((root / z3["deepspeed_config"]["deepspeed_config_file"]).read_text())
     assert z3["distributed_type"] == "DEEPSPEED" and ds["zero_optimization"]["stage"] == 3
+
+def test_rpl_main_counts_dialogues_without_image(tmp_path):
+    "Under data.on_bad_image: skip, a dialogue whose image does not open is left out and counted in rpl_main's summary (it was a KeyError)."
+    from reper.config import load_params
+    from reper.scenes import make_scenes, load_scenes
+    from reper.model import build_tiny_policy, save_policy
+    from reper.rpl import rpl_main
+    root = Path(__file__).resolve().parents[1]
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    raw["data"].update(root=str(tmp_path / "scenes"), n_train=1, n_val=1, n_test=1, n_reflect=3, on_bad_image="skip")
+    raw["model"].update(text_hidden=64, text_layers=1, text_intermediate=128, vision_hidden=64, vision_layers=1)
+    raw["pretrain"]["out_dir"] = str(tmp_path / "base")
+    raw["rpl"].update(out_dir=str(tmp_path / "rpl"), batch_size=1, gradient_accumulation_steps=1, threads=1, device="cpu")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    P = load_params(tmp_path / "params.yaml")
+    make_scenes(P.data, progress=False)
+    scenes = load_scenes(P.data.root, P.candidates.split, with_images=False)[0]
+    save_policy(*build_tiny_policy(P.model, P.data.image_size, [s.references[0] for s in scenes] + [s.instruction for s in scenes]), P.pretrain.out_dir)
+    msgs = lambda s: [{"role": "user", "text": s.instruction}, {"role": "assistant", "text": s.references[0]}]
+    dialogues = [dict(id=s.id, messages=msgs(s), turns=[dict(text=s.references[0], sigma=0.9)]) for s in scenes]
+    (tmp_path / "dialogues.jsonl").write_text("".join(json.dumps(d) + "\n" for d in dialogues))
+    (Path(P.data.root) / scenes[1].image).write_bytes(b"not an image")
+    s = rpl_main(str(tmp_path / "params.yaml"), dialogues=str(tmp_path / "dialogues.jsonl"))
+    assert (s["dialogues"], s["skipped_dialogues"], s["steps"]) == (2, 1, 2), s
