@@ -12,23 +12,29 @@ from torch.utils.data import Dataset
 from .scenes import INSTRUCTIONS, INVERSE, RELATIONS, SHAPES, COLOURS, SIZES, Scene, reference_captions, _listing
 
 # %% auto #0
-__all__ = ['CAPTION_INSTRUCTIONS', 'AGAIN_INSTRUCTIONS', 'QUESTIONS', 'ask_colour', 'ask_shape', 'ask_size', 'check_size',
-           'ask_count', 'ask_exists', 'ask_where', 'check_relation', 'conversation', 'InstructionExamples',
-           'flawed_caption', 'tokenizer_corpus']
+__all__ = ['CAPTION_INSTRUCTIONS', 'AGAIN_INSTRUCTIONS', 'PREAMBLES', 'QUESTIONS', 'ask_colour', 'ask_shape', 'ask_size',
+           'check_size', 'ask_count', 'ask_exists', 'ask_where', 'check_relation', 'conversation',
+           'InstructionExamples', 'flawed_caption', 'tokenizer_corpus']
 
 # %% ../nbs/05a_instruct.ipynb #3b86c8eb
 CAPTION_INSTRUCTIONS = INSTRUCTIONS + (
     "Write a detailed caption for this image.", "Describe what you see in the picture.",
-    "Could you give a detailed caption of this picture?", "Tell me what this image shows, in detail.")
+    "Could you give a detailed caption of this picture?", "Tell me what this image shows, in detail.",
+    "Could you write a caption for this image?", "Please describe the picture.")
 AGAIN_INSTRUCTIONS = (  # "Describe the image again." itself is held out: it is the neutral control of the evaluation
     "Please describe the picture once more.", "Describe it again in detail.", "Can you describe the image again?",
-    "Give another detailed description of the image.", "Once more, what does the image show?")
+    "Give another detailed description of the image.", "Once more, what does the image show?",
+    "Could you write another caption for this image?", "Could you give a new description of the picture?",
+    "Please caption the image again.", "Can you generate another caption?")
+PREAMBLES = ("Thank you.", "OK.", "Thanks for your answer.", "I see.", "Alright.", "Good.", "Let us go on.",
+             "Here is my next request.", "Noted.", "Fine, thanks.")  # content-free openings of a user message
 
 # %% ../nbs/05a_instruct.ipynb #b5eba348
 _REL_WORDS = {"left of": "to the left of", "right of": "to the right of", "above": "above", "below": "below"}
 
 def _the(o) -> str: return f"the {o.colour} {o.shape}"
 def _unique(objs, key) -> list: return [o for o in objs if sum(key(x) == key(o) for x in objs) == 1]
+def _a(word: str) -> str: return ("an " if word[0] in "aeiou" else "a ") + word
 def _plural(shape: str) -> str: return shape + ("es" if shape.endswith(("s", "x")) else "s")
 _NUMBER = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight")
 
@@ -73,10 +79,10 @@ def ask_exists(s: Scene, rng):
     keys = {(o.colour, o.shape): o for o in s.objects}
     if rng.random() < 0.5:
         o = s.objects[rng.integers(len(s.objects))]
-        return f"Is there a {o.colour} {o.shape} in the image?", f"Yes, there is a {o.size} {o.colour} {o.shape}."
+        return f"Is there {_a(o.colour)} {o.shape} in the image?", f"Yes, there is a {o.size} {o.colour} {o.shape}."
     absent = [(c, sh) for sh in SHAPES for c in COLOURS if (c, sh) not in keys]
     c, sh = absent[rng.integers(len(absent))]
-    return f"Is there a {c} {sh} in the image?", f"No, there is no {c} {sh} in the image."
+    return f"Is there {_a(c)} {sh} in the image?", f"No, there is no {c} {sh} in the image."
 
 # %% ../nbs/05a_instruct.ipynb #9f2353f8
 def ask_where(s: Scene, rng):
@@ -107,7 +113,7 @@ def _compound(s: Scene, rng):
     return (" ".join(q for q, _ in qas), " ".join(a for _, a in qas)) if len(qas) == 2 else None
 
 def conversation(s: Scene, rng, n_tokens, max_tokens: int, min_tokens: int = 120, p_caption_first: float = 0.6,
-                 p_again: float = 0.25) -> list[dict]:
+                 p_again: float = 0.3, p_preamble: float = 0.3) -> list[dict]:
     "One seeded conversation about scene `s`: (user, assistant) rounds up to a drawn length of at most `max_tokens`."
     refs, budget = list(s.references), int(rng.integers(min_tokens, max_tokens + 1))
     ref = int(rng.integers(len(refs)))
@@ -115,6 +121,7 @@ def conversation(s: Scene, rng, n_tokens, max_tokens: int, min_tokens: int = 120
     rounds, used, described = [], 0, False
     def add(q, a):
         nonlocal used
+        if rng.random() < p_preamble: q = f"{PREAMBLES[rng.integers(len(PREAMBLES))]} {q}"
         cost = n_tokens(q, a)
         if rounds and used + cost > budget: return False
         rounds.append((q, a)); used += cost; return True
@@ -134,18 +141,18 @@ def conversation(s: Scene, rng, n_tokens, max_tokens: int, min_tokens: int = 120
 
 # %% ../nbs/05a_instruct.ipynb #c22d55fe
 class InstructionExamples(Dataset):
-    "(image, conversation) examples over `scenes`, `repeats` seeded conversations per image, at most `max_tokens` tokens each."
+    "(image, conversation) examples over `scenes`, `repeats` seeded conversations per image of at most `max_tokens` tokens; `lengths` in tokens."
     def __init__(self, scenes, images, processor, max_tokens: int, seed: int = 0, repeats: int = 4, n_image_tokens: int = 64):
-        self.scenes, self.images, self.seed, self.repeats, self.max_tokens = scenes, images, seed, repeats, max_tokens
-        tok = processor.tokenizer
-        self.n_tokens = lambda q, a: len(tok(f"USER: {q} ASSISTANT: {a}</s>", add_special_tokens=False)["input_ids"])
-        self.reserve = n_image_tokens + 3  # image tokens, BOS and the image's line break
-    def __len__(self): return len(self.scenes) * self.repeats
-    def __getitem__(self, i):
-        k = i % len(self.scenes)
-        rng = np.random.default_rng([self.seed, i])
-        msgs = conversation(self.scenes[k], rng, self.n_tokens, self.max_tokens - self.reserve)
-        return dict(image=self.images[k], messages=msgs)
+        self.scenes, self.images = scenes, images
+        tok, reserve = processor.tokenizer, n_image_tokens + 3  # image tokens, BOS and the image's line break
+        n_tokens = lambda q, a: len(tok(f"USER: {q} ASSISTANT: {a}</s>", add_special_tokens=False)["input_ids"])
+        self.conversations, self.lengths = [], []
+        for i in range(len(scenes) * repeats):
+            msgs = conversation(scenes[i % len(scenes)], np.random.default_rng([seed, i]), n_tokens, max_tokens - reserve)
+            self.conversations.append(msgs)
+            self.lengths.append(reserve + sum(n_tokens(q["text"], a["text"]) for q, a in zip(msgs[::2], msgs[1::2])))
+    def __len__(self): return len(self.conversations)
+    def __getitem__(self, i): return dict(image=self.images[i % len(self.scenes)], messages=self.conversations[i])
 
 # %% ../nbs/05a_instruct.ipynb #df58a2be
 def flawed_caption(s: Scene, rng) -> str:

@@ -12,12 +12,14 @@ import torch, torch.nn as nn, torch.nn.functional as F
 from torch.utils.data import Dataset
 from tqdm import tqdm  # text bars: no ipywidgets warning, readable in executed notebooks
 from transformers import Trainer, TrainingArguments, TrainerCallback
+from transformers.trainer_pt_utils import LengthGroupedSampler
 from .config import PretrainParams
 from .model import encode_dialogue
 from .scenes import SHAPES, COLOURS, SIZES, object_mask
 
 # %% auto #0
-__all__ = ['DialogueCollator', 'patch_labels', 'vision_features', 'pretrain_vision', 'LiveLogger', 'pretrain_args', 'pretrain']
+__all__ = ['DialogueCollator', 'patch_labels', 'vision_features', 'pretrain_vision', 'LiveLogger', 'PretrainTrainer',
+           'pretrain_args', 'pretrain']
 
 # %% ../nbs/05_pretrain.ipynb #44142b8c
 class DialogueCollator:
@@ -93,6 +95,15 @@ class LiveLogger(TrainerCallback):
             if k in self.keys: self.live.log_metric(f"{self.prefix}/{k}", float(v))
         self.live.next_step()
 
+# %% ../nbs/05_pretrain.ipynb #8d3e8872
+class PretrainTrainer(Trainer):
+    "A `Trainer` whose batches group examples of similar length (the dataset's `lengths`), as LLaVA groups by length: less padding, the same examples."
+    def _get_train_sampler(self, train_dataset=None):
+        ds = train_dataset if train_dataset is not None else self.train_dataset
+        if getattr(ds, "lengths", None) is None: return super()._get_train_sampler(train_dataset)
+        g = torch.Generator().manual_seed(self.args.data_seed if self.args.data_seed is not None else self.args.seed)
+        return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps, lengths=ds.lengths, generator=g)
+
 # %% ../nbs/05_pretrain.ipynb #5c017587
 def pretrain_args(pp: PretrainParams, out_dir, device: str = "cpu") -> TrainingArguments:
     "TrainingArguments for `pp`: max steps, cosine schedule, periodic validation loss, no checkpoints."
@@ -108,7 +119,7 @@ def pretrain(model, processor, train_ds, val_ds, pp: PretrainParams, max_length:
     "Train `model` on caption dialogues (vision tower frozen when `pp.freeze_vision`); returns the Trainer's log history."
     torch.set_num_threads(pp.threads)
     model.model.vision_tower.requires_grad_(not pp.freeze_vision)
-    trainer = Trainer(model=model, args=pretrain_args(pp, out_dir, device), train_dataset=train_ds, eval_dataset=val_ds,
+    trainer = PretrainTrainer(model=model, args=pretrain_args(pp, out_dir, device), train_dataset=train_ds, eval_dataset=val_ds,
                       data_collator=DialogueCollator(processor, max_length), callbacks=[LiveLogger(live)] if live else [])
     trainer.train()
     return trainer.state.log_history

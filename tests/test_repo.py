@@ -36,7 +36,7 @@ def test_readme_has_two_commands_and_ci_runs_the_test_one():
 
 def stage_notebooks() -> list[str]:
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    return sorted({re.search(r"papermill (\S+\.ipynb)", s.get("do", s)["cmd"]).group(1) for s in stages.values()})
+    return sorted({re.search(r"scripts/stage (\S+\.ipynb)", s.get("do", s)["cmd"]).group(1) for s in stages.values()})
 
 @pytest.mark.parametrize("nb", stage_notebooks())
 def test_stage_notebook_shape(nb):
@@ -59,10 +59,15 @@ def test_stage_deps_cover_imported_modules():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     for name, s in stages.items():
         s = s.get("do", s)  # foreach stages
-        nb = re.search(r"papermill (\S+\.ipynb)", s["cmd"]).group(1)
+        nb = re.search(r"scripts/stage (\S+\.ipynb)", s["cmd"]).group(1)
         used = module_imports("\n".join(c.source for c in nbformat.read(ROOT / nb, as_version=4).cells if c.cell_type == "code"))
         todo = list(used)
         while todo:
             for m in module_imports((ROOT / "reper" / f"{todo.pop()}.py").read_text()) - used: used.add(m); todo.append(m)
         missing = {f"reper/{m}.py" for m in used} - set(s["deps"])
         assert not missing, f"stage {name} imports {missing} but does not list them in deps"
+
+def test_readme_results_are_generated_from_metrics():
+    "The README's results section is exactly what `reper-readme` renders from the committed metrics: no typed numbers."
+    from reper.report import update_readme
+    assert update_readme(ROOT / "README.md", ROOT, check=True), "README results differ from metrics/: run `reper-readme`"
