@@ -98,11 +98,12 @@ def test_5xx_backs_off_exponentially_then_gives_up_naming_url_and_status(serve, 
     assert not list((tmp_path / "cache").glob("*.json"))  # a failure is not cached
 
 def test_timeout_then_success(serve, items, tmp_path, monkeypatch):
-    s = serve({"sleep": 1.5, **OK}, OK)
+    "The first reply takes 10 s, the client gives up on it after 0.3 s and asks again (never waiting the 10 s, however loaded the machine)."
+    s = serve({"sleep": 10, **OK}, OK)
     j = judge_for(s, tmp_path, monkeypatch, timeout_s=0.3, max_retries=1)
     t = time.time()
     assert j(items[:1])[0].score == 7
-    assert time.time() - t < 1.4 and j.usage["retries"] == 1 and len(s.requests) == 2
+    assert j.usage["retries"] == 1 and len(s.requests) == 2 and time.time() - t < 9
 
 def test_timeout_without_retries_is_an_error(serve, items, tmp_path, monkeypatch):
     s = serve({"sleep": 1.5, **OK})
