@@ -235,7 +235,8 @@ class CriticParams(_Group):
     epochs: float = Field(1.0, gt=0)
     batch_size: int = Field(16, ge=1)
     seed: int = Field(0, ge=0)
-    eval_images: int = Field(100, ge=1)        # validation images whose captions measure the critic against the oracle
+    eval_images: int = Field(100, ge=2)        # validation images: captions of the first half choose the weights, of the second half measure them
+    select_every: int = Field(0, ge=0)         # optimiser steps between scorings on the first half (0: only at the end)
     eval_temperatures: list[float] = Field(default_factory=lambda: [0.0, 0.7, 1.2], min_length=1)
     max_new_tokens: int = Field(96, ge=8, le=2048)  # length of a verdict
     out_dir: str = "models/critic"
@@ -257,6 +258,7 @@ class CompareParams(_Group):
     n_images: int = Field(300, ge=1)
     attention_images: int = Field(32, ge=0)     # dialogues teacher-forced with eager attention per system
     heatmap_images: int = Field(3, ge=0)        # images whose per-turn attention maps are drawn
+    control_images: int = Field(150, ge=1)      # the first images of the split, on which every policy also runs the two control loops
     n_boot: int = Field(2000, ge=100, le=100000)  # bootstrap replicates of every interval (reper.stats)
 
 # %% ../nbs/00_config.ipynb #f2451a77

@@ -100,24 +100,28 @@ def quality_intervals(pairs: pd.DataFrame, n_boot: int = 2000, seed: int = 0) ->
         out |= {k: iv.estimate, f"{k}_lo": iv.lo, f"{k}_hi": iv.hi}
     return out
 
-# %% ../nbs/0d_critic.ipynb #936b81a8
+# %% ../nbs/0d_critic.ipynb #dd1de794
 class SelectOnValidation(TrainerCallback):
-    "At each epoch's end: judge `items` with the model in training, compare with the `oracle` verdicts, keep the best epoch's weights."
-    def __init__(self, processor, items: list, oracle: list[Judgement], retries: int = 2, batch_size: int = 64, max_new_tokens: int = 96):
+    "Every `every` optimiser steps and at the end: judge `items` with the model in training against the `oracle` verdicts; keep the best weights."
+    def __init__(self, processor, items: list, oracle: list[Judgement], retries: int = 2, batch_size: int = 64, max_new_tokens: int = 96,
+                 every: int = 0):
         self.processor, self.items, self.oracle, self.kw = processor, items, oracle, dict(unparseable_retries=retries, batch_size=batch_size,
                                                                                            max_new_tokens=max_new_tokens)
-        self.history, self.best, self.best_state, self.best_pairs = [], -np.inf, None, None
-    def on_epoch_end(self, args, state, control, model=None, **kw):
+        self.every, self.history, self.best, self.best_state, self.best_pairs = every, [], -np.inf, None, None
+    def on_step_end(self, args, state, control, model=None, **kw):
+        if self.every and state.global_step % self.every == 0 and state.global_step < state.max_steps: self.score(state, model)
+    def on_train_end(self, args, state, control, model=None, **kw): self.score(state, model)
+    def score(self, state, model):
         was = model.training; model.eval()
         pairs = critic_pairs(ModelJudge(model, self.processor, **self.kw)(self.items), self.oracle)
         model.train(was)
         q = pairs_quality(pairs); rho = q["spearman"] if np.isfinite(q["spearman"]) else -np.inf
         self.history.append(dict(epoch=round(state.epoch, 3), step=state.global_step, **q))
-        if self.best_state is None or rho > self.best:  # an epoch with no rank correlation is kept only if it is the first
+        if self.best_state is None or rho > self.best:  # weights with no rank correlation are kept only if they are the first
             self.best, self.best_pairs = rho, pairs
             self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     def restore(self, model) -> dict:
         "Load the chosen epoch's weights into `model`; its history row."
-        if self.best_state is None: raise RuntimeError("no epoch was scored: did training run?")
+        if self.best_state is None: raise RuntimeError("no weights were scored: did training run?")
         model.load_state_dict(self.best_state)
         return max(self.history, key=lambda h: h["spearman"] if np.isfinite(h["spearman"]) else -np.inf)

@@ -14,11 +14,12 @@ def rows(smoke):
 
 def test_every_system_has_every_image_and_turn(smoke, P, rows):
     "Each policy in each loop (main loops from the seed stages) has one row per test image and turn, CAPTURE in [0, 1]."
-    want = {"base"} | {system_name(p, l) for p in ("base", "rpl", "sft", "dpo") for l in ("counted", "score", "neutral")}
-    want |= {"base/learned", "rpl/learned"} | set(P.sweep.methods)
+    controls = {system_name(p, l) for p in ("base", "rpl", "sft", "dpo") for l in ("score", "neutral")}
+    want = {"base", "base/counted", "rpl/counted", "base/learned", "rpl/learned"} | controls | set(P.sweep.methods)
     assert set(rows.system) == want
     for (system, seed), d in rows.groupby(["system", "seed"]):
-        assert len(d) == P.evaluate.n_images * P.reflect.n_turns and d.id.nunique() == P.evaluate.n_images, (system, seed)
+        n = min(P.evaluate.control_images, P.evaluate.n_images) if system in controls else P.evaluate.n_images
+        assert len(d) == n * P.reflect.n_turns and d.id.nunique() == n, (system, seed)
         assert sorted(d.turn.unique()) == list(range(1, P.reflect.n_turns + 1))
     assert rows.capture.between(0, 1).all() and rows.words.ge(0).all()
     assert set(rows[rows.system == "base/neutral"].feedback.dropna()) == {"Describe the image again."}
@@ -56,7 +57,7 @@ def test_critic_quality_recorded(smoke, P):
     "The learned critic was chosen on half the validation captions and measured, with intervals, on the other half."
     c = json.loads((smoke / "metrics/critic.json").read_text())
     assert c["n"] == (P.critic.eval_images - P.critic.eval_images // 2) * len(P.critic.eval_temperatures) and c["steps"] >= 1
-    assert len(c["epochs"]) >= 1 and c["chosen_epoch"] in [e["epoch"] for e in c["epochs"]]
+    assert len(c["selection"]) >= 1 and c["chosen_step"] in [e["step"] for e in c["selection"]]
     for k in ("spearman", "mae", "names_real_error"):
         assert c[k] is None or c[f"{k}_lo"] <= c[k] + 1e-9 and c[k] <= c[f"{k}_hi"] + 1e-9, k
 
