@@ -41,7 +41,8 @@ def reflection_rows(results: list[list[dict]], scenes, **labels) -> pd.DataFrame
     "One row per (image, turn) of `reflect` results: the turn's text, score, feedback shown, stop flag, `caption_table` columns and `labels`."
     flat = [(s, t) for s, r in zip(scenes, results) for t in r]
     tab = caption_table([t["text"] for _, t in flat], [s for s, _ in flat])
-    meta = pd.DataFrame([dict(turn=t["turn"], text=t["text"], score=t["score"], stopped=t["stopped"], feedback=t.get("feedback")) for _, t in flat])
+    meta = pd.DataFrame([dict(turn=t["turn"], text=t["text"], score=t["score"], stopped=t["stopped"], too_long=t.get("too_long", False),
+                              feedback=t.get("feedback")) for _, t in flat])
     return pd.concat([pd.DataFrame([labels] * len(flat)), meta, tab], axis=1)
 
 # %% ../nbs/0g_evaluation.ipynb #6df23281

@@ -38,21 +38,20 @@ def reflect(policy, processor, critic, instructions: list[str], images: list, sc
     if not (len(images) == len(scenes) == n): raise ValueError(f"{n} instructions, {len(images)} images, {len(scenes)} scenes")
     feedback_message(feedback, 1, "")  # an unknown mode fails before any compute
     stop_score = None if feedback == "neutral" else stop_score  # the policy never sees the score
-    dialogues, out, live = [caption_dialogue(i) for i in instructions], [[] for _ in range(n)], list(range(n))
+    dialogues, out, live, too_long = [caption_dialogue(i) for i in instructions], [[] for _ in range(n)], list(range(n)), set()
     for t in tqdm(range(n_turns), desc="reflection turns", disable=not progress):
-        if t and live:  # a prompt is never truncated; its answer may run past max_length (rotary positions extrapolate)
-            longest = max(len(encode_dialogue(processor, dialogues[i], 10**9, add_generation_prompt=True)["input_ids"]) for i in live)
-            if longest > max_length:
-                raise ValueError(f"turn {t + 1}: a prompt of {longest} tokens exceeds max_length={max_length} (model.max_length)")
+        if t and live:  # a prompt is never truncated: one longer than the policy's context stops its dialogue, flagged
+            too_long |= {i for i in live if len(encode_dialogue(processor, dialogues[i], 10**9, add_generation_prompt=True)["input_ids"]) > max_length}
+            live = [i for i in live if i not in too_long]
         ans = generate_answers(policy, processor, [dialogues[i] for i in live], [images[i] for i in live], temperature,
                                max_new_tokens, batch_size, max_length, seed + t, progress=False) if live else []
         verdicts = critic([JudgeItem(a["text"], instructions[i], images[i], scenes[i]) for i, a in zip(live, ans)]) if live else []
         for i, a, v in zip(live, ans, verdicts):
             shown = feedback_message(feedback, v.score, v.reason)
-            out[i].append(dict(turn=t + 1, text=a["text"], score=v.score, reason=v.reason, feedback=shown, stopped=False))
+            out[i].append(dict(turn=t + 1, text=a["text"], score=v.score, reason=v.reason, feedback=shown, stopped=False, too_long=False))
             dialogues[i] = dialogues[i] + [{"role": "assistant", "text": a["text"]}]
             if shown is not None: dialogues[i].append({"role": "user", "text": shown})
-        for i in set(range(n)) - set(live): out[i].append(dict(out[i][-1], turn=t + 1, stopped=True))
+        for i in set(range(n)) - set(live): out[i].append(dict(out[i][-1], turn=t + 1, stopped=True, too_long=i in too_long))
         live = [i for i in live if out[i][-1]["feedback"] is not None and (stop_score is None or out[i][-1]["score"] < stop_score)]
     return out
 
@@ -74,7 +73,7 @@ def turn_metrics(results: list[list[dict]], scenes) -> pd.DataFrame:
         _, agg = score_captions([x["text"] for x in turn], scenes)
         scores = [x["score"] for x in turn if x["score"] is not None]
         rows.append(dict(turn=t + 1, **agg, critic_score=float(np.mean(scores)) if scores else float("nan"),
-                         stopped=sum(x["stopped"] for x in turn)))
+                         stopped=sum(x["stopped"] for x in turn), too_long=sum(x.get("too_long", False) for x in turn)))
     return pd.DataFrame(rows)
 
 # %% ../nbs/0c_reflect.ipynb #1f9c0862
