@@ -237,6 +237,7 @@ class CriticParams(_Group):
     seed: int = Field(0, ge=0)
     eval_images: int = Field(100, ge=2)        # validation images: captions of the first half choose the weights, of the second half measure them
     select_every: int = Field(0, ge=0)         # optimiser steps between scorings on the first half (0: only at the end)
+    max_examples: Optional[int] = Field(None, ge=1)  # distinct judged captions trained on, spread over the scores (None: all)
     eval_temperatures: list[float] = Field(default_factory=lambda: [0.0, 0.7, 1.2], min_length=1)
     max_new_tokens: int = Field(96, ge=8, le=2048)  # length of a verdict
     out_dir: str = "models/critic"

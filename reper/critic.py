@@ -26,18 +26,28 @@ def critic_verdict(score: int, reason: str) -> str:
     return feedback_text(score, reason, ask=False)
 
 # %% ../nbs/0d_critic.ipynb #da2b2dd3
-def critic_records(judged: list[dict]) -> tuple[list[dict], int, int]:
+def critic_records(judged: list[dict], max_examples: int | None = None, seed: int = 0) -> tuple[list[dict], int, int]:
     """One-turn critic dialogues (σ = 1) from candidates with `judge_score` and `reason`, one per distinct (image, caption);
-    and how many candidates were unscored and how many repeated a caption already taken (low temperatures often agree)."""
+    and how many candidates were unscored and how many repeated a caption already taken (low temperatures often agree).
+    With `max_examples`, a seeded sample spread as evenly as the data allow over the judge's scores (rare low scores all kept)."""
     out, seen, unscored = [], set(), 0
     for c in judged:
         if c["judge_score"] is None: unscored += 1; continue
         if (c["id"], c["text"]) in seen: continue
         seen.add((c["id"], c["text"]))
-        out.append(dict(id=c["id"], messages=[{"role": "user", "text": CRITIC_PROMPT.format(caption=c["text"])},
+        out.append(dict(id=c["id"], score=c["judge_score"], messages=[{"role": "user", "text": CRITIC_PROMPT.format(caption=c["text"])},
                                               {"role": "assistant", "text": critic_verdict(c["judge_score"], c["reason"])}],
                         turns=[dict(sigma=1.0)]))
-    return out, unscored, len(judged) - unscored - len(out)
+    repeated = len(judged) - unscored - len(out)
+    if max_examples is not None and len(out) > max_examples:
+        rng, by = np.random.default_rng(seed), {}
+        for k in rng.permutation(len(out)): by.setdefault(out[k]["score"], []).append(out[k])
+        keep, queues = [], [by[s] for s in sorted(by)]
+        while len(keep) < max_examples:  # round robin over the scores
+            for q in queues:
+                if q and len(keep) < max_examples: keep.append(q.pop())
+        out = keep
+    return out, unscored, repeated
 
 # %% ../nbs/0d_critic.ipynb #b1b3ff48
 def critic_rpl_params(rp: RPLParams, lr: float, epochs: float, batch_size: int, seed: int, out_dir: str) -> RPLParams:
