@@ -83,6 +83,9 @@ def run_grid(params_path: str, work_dir: str = "models/grid", device: str = "cpu
     P = load_params(params_path)
     G = P.grid
     scenes, images, _ = load_scenes(P.data.root, G.split, P.data.on_bad_image, limit=G.n_images)
+    import hashlib
+    key = hashlib.md5(json.dumps(P.model_dump(), sort_keys=True, default=str).encode()).hexdigest()[:10]  # the params the rows were made with
+    Path(work_dir).mkdir(parents=True, exist_ok=True)
     rows, score, chosen = {}, {}, []
     for step in (1, 2, 3):
         cfgs = grid_step(step, G, P.rpl, P.dialogue.min_gap, chosen[-1] if chosen else None)
@@ -90,13 +93,17 @@ def run_grid(params_path: str, work_dir: str = "models/grid", device: str = "cpu
             name = grid_name(cfg)
             if name in rows: continue
             out = Path(work_dir) / name
-            pol = train_variant(params_path, "rpl", P.rpl.seed, rpl=dict(lr=cfg["lr"], epochs=cfg["epochs"], alpha=cfg["alpha"]),
-                                min_gap=cfg["min_gap"], out_dir=str(out))
-            model, proc = load_policy(pol, device, P.model.dtype)
-            _, r = run_loop(model, proc, scenes, images, P.reflect, P.model.max_length, system=name, seed=P.rpl.seed, **cfg)
+            done = Path(work_dir) / f"{name}-{key}.parquet"  # an interrupted grid resumes here; other params, other key
+            if done.exists(): r = pd.read_parquet(done)
+            else:
+                pol = train_variant(params_path, "rpl", P.rpl.seed, rpl=dict(lr=cfg["lr"], epochs=cfg["epochs"], alpha=cfg["alpha"]),
+                                    min_gap=cfg["min_gap"], out_dir=str(out))
+                model, proc = load_policy(pol, device, P.model.dtype)
+                _, r = run_loop(model, proc, scenes, images, P.reflect, P.model.max_length, system=name, seed=P.rpl.seed, **cfg)
+                r.to_parquet(done, index=False)
+                shutil.rmtree(out, ignore_errors=True)
             rows[name] = r.assign(step=step)
             score[name] = float(r[r.turn == r.turn.max()].capture.mean())
-            shutil.rmtree(out, ignore_errors=True)
         best = max(cfgs, key=lambda c: score[grid_name(c)])
         chosen.append(best)
     return pd.concat(rows.values(), ignore_index=True), chosen
