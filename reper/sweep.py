@@ -84,7 +84,8 @@ def run_grid(params_path: str, work_dir: str = "models/grid", device: str = "cpu
     G = P.grid
     scenes, images, _ = load_scenes(P.data.root, G.split, P.data.on_bad_image, limit=G.n_images)
     import hashlib
-    key = hashlib.md5(json.dumps(P.model_dump(), sort_keys=True, default=str).encode()).hexdigest()[:10]  # the params the rows were made with
+    made_with = {k: v for k, v in P.model_dump().items() if k != "grid"}  # the params a configuration's rows depend on
+    key = hashlib.md5(json.dumps(made_with, sort_keys=True, default=str).encode()).hexdigest()[:10]
     Path(work_dir).mkdir(parents=True, exist_ok=True)
     rows, score, chosen = {}, {}, []
     for step in (1, 2, 3):
