@@ -284,6 +284,8 @@ class GridParams(_Group):
     epochs: list[float] = Field(default_factory=lambda: [1.0, 2.0], min_length=1)
     alphas: list[float] = Field(default_factory=lambda: [2.0, 10.0, 20.0], min_length=1)
     gaps: list[float] = Field(default_factory=lambda: [1.0, 2.0, 3.0], min_length=1)
+    start_alpha: float = Field(10.0, ge=0, le=100)  # alpha of step 1 (the paper's)
+    start_gap: float = Field(1.0, gt=0, le=9)       # score gap of step 1
 
     @model_validator(mode="after")
     def _values(self):

@@ -32,9 +32,9 @@ def load_metrics(root=".") -> dict:
     det = Path(root) / "metrics/determinism.json"
     out["determinism"] = json.loads(det.read_text()) if det.exists() else None
     out["frozen_seconds"] = {}
-    for stage, nb in (("pretrain", "10_pretrain"), ("rpl_grid", "33_rpl_grid")):  # papermill records each executed notebook's duration
-        p = Path(root) / "runs" / f"{nb}.ipynb"
-        if p.exists(): out["frozen_seconds"][stage] = json.loads(p.read_text())["metadata"].get("papermill", {}).get("duration")
+    p = Path(root) / "runs/10_pretrain.ipynb"  # papermill records an executed notebook's duration
+    if p.exists(): out["frozen_seconds"]["pretrain"] = json.loads(p.read_text())["metadata"].get("papermill", {}).get("duration")
+    out["frozen_seconds"]["rpl_grid"] = out["rpl_grid"].get("seconds")  # the configurations' own times (a rerun resumes from kept rows)
     return out
 
 # %% ../nbs/0h_report.ipynb #13a952a9

@@ -58,10 +58,10 @@ def train_variant(params_path: str, method: str, seed: int, rpl: dict | None = N
     launch_rpl(params_path, dict(rpl or {}) | dict(seed=seed, out_dir=str(out)) | (dict(alpha=0.0) if method == "sft" else {}), dialogues)
     return out / "policy"
 
-# %% ../nbs/0e_sweep.ipynb #034f3e50
-def grid_step(step: int, G, rp, min_gap: float, best: dict | None = None) -> list[dict]:
+# %% ../nbs/0e_sweep.ipynb #1fffd27a
+def grid_step(step: int, G, best: dict | None = None) -> list[dict]:
     "The configurations (lr, epochs, alpha, min_gap) of grid step 1, 2 or 3; `best`: the configuration chosen so far."
-    base = dict(lr=rp.lr, epochs=rp.epochs, alpha=rp.alpha, min_gap=min_gap) | (best or {})
+    base = dict(lr=G.lrs[0], epochs=G.epochs[0], alpha=G.start_alpha, min_gap=G.start_gap) | (best or {})
     if step == 1: return [base | dict(lr=lr, epochs=e) for lr, e in itertools.product(G.lrs, G.epochs)]
     if best is None: raise ValueError(f"grid step {step} needs the best configuration of the step before")
     if step == 2: return [base | dict(alpha=a) for a in G.alphas]
@@ -75,7 +75,7 @@ def grid_name(cfg: dict) -> str:
 # %% ../nbs/0e_sweep.ipynb #abdce6fd
 def run_grid(params_path: str, work_dir: str = "models/grid", device: str = "cpu", progress: bool = True) -> tuple[pd.DataFrame, list[dict]]:
     "Every grid configuration's per-image rows (oracle loop on `grid.split`) and the configuration chosen at each of the three steps."
-    import shutil
+    import shutil, time
     from tqdm import tqdm
     from reper.evaluation import run_loop
     from reper.model import load_policy
@@ -84,12 +84,12 @@ def run_grid(params_path: str, work_dir: str = "models/grid", device: str = "cpu
     G = P.grid
     scenes, images, _ = load_scenes(P.data.root, G.split, P.data.on_bad_image, limit=G.n_images)
     import hashlib
-    made_with = {k: v for k, v in P.model_dump().items() if k != "grid"}  # the params a configuration's rows depend on
+    made_with = P.model_dump(exclude={"grid": True, "rpl": {"lr", "epochs", "alpha"}, "dialogue": {"min_gap"}})  # what a configuration's rows depend on
     key = hashlib.md5(json.dumps(made_with, sort_keys=True, default=str).encode()).hexdigest()[:10]
     Path(work_dir).mkdir(parents=True, exist_ok=True)
     rows, score, chosen = {}, {}, []
     for step in (1, 2, 3):
-        cfgs = grid_step(step, G, P.rpl, P.dialogue.min_gap, chosen[-1] if chosen else None)
+        cfgs = grid_step(step, G, chosen[-1] if chosen else None)
         for cfg in tqdm(cfgs, desc=f"grid step {step}", disable=not progress):
             name = grid_name(cfg)
             if name in rows: continue
@@ -97,10 +97,12 @@ def run_grid(params_path: str, work_dir: str = "models/grid", device: str = "cpu
             done = Path(work_dir) / f"{name}-{key}.parquet"  # an interrupted grid resumes here; other params, other key
             if done.exists(): r = pd.read_parquet(done)
             else:
+                t0 = time.time()
                 pol = train_variant(params_path, "rpl", P.rpl.seed, rpl=dict(lr=cfg["lr"], epochs=cfg["epochs"], alpha=cfg["alpha"]),
                                     min_gap=cfg["min_gap"], out_dir=str(out))
                 model, proc = load_policy(pol, device, P.model.dtype)
                 _, r = run_loop(model, proc, scenes, images, P.reflect, P.model.max_length, system=name, seed=P.rpl.seed, **cfg)
+                r = r.assign(seconds=round(time.time() - t0, 1))
                 r.to_parquet(done, index=False)
                 shutil.rmtree(out, ignore_errors=True)
             rows[name] = r.assign(step=step)
