@@ -103,7 +103,7 @@ def system_name(policy: str, loop: str = "oracle") -> str:
     return policy if loop == "oracle" else f"{policy}/{loop}"
 
 # %% ../nbs/0g_evaluation.ipynb #109ca6ad
-def run_loop(policy, processor, scenes, images, rp, max_length: int, loop: str = "oracle", learned=None, progress: bool = False,
+def run_loop(model, processor, scenes, images, rp, max_length: int, loop: str = "oracle", learned=None, progress: bool = False,
              **labels) -> tuple[list, pd.DataFrame]:
     "`reflect` with the critic, feedback and reason mode of `loop` (`LOOPS`; `learned`: the learned critic); results and `reflection_rows`."
     from reper.judge import OracleJudge
@@ -111,6 +111,6 @@ def run_loop(policy, processor, scenes, images, rp, max_length: int, loop: str =
     critic, feedback, mode = LOOPS[loop]
     if critic == "learned" and learned is None: raise ValueError("the 'learned' loop needs the learned critic")
     judge = OracleJudge(mode) if critic == "oracle" else learned
-    res = reflect(policy, processor, judge, [s.instruction for s in scenes], images, scenes, rp.n_turns, rp.stop_score, rp.batch_size,
+    res = reflect(model, processor, judge, [s.instruction for s in scenes], images, scenes, rp.n_turns, rp.stop_score, rp.batch_size,
                   rp.max_new_tokens, max_length, rp.temperature, rp.seed, feedback, progress)
     return res, reflection_rows(res, scenes, loop=loop, **labels)

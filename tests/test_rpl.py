@@ -1,5 +1,5 @@
-"RPL training as a process: resuming after a kill, two processes against one, the train_rpl stage's outputs, and
-dialogues whose image did not open."
+"""RPL training as a process: resuming after a kill, two processes against one, the train_rpl stage's outputs, and
+dialogues whose image did not open."""
 import json, sys
 from pathlib import Path
 import torch, yaml
