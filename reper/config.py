@@ -23,7 +23,17 @@ __all__ = ['Split', 'SPLITS', 'Llava665kParams', 'DataParams', 'ModelParams', 'P
 # %% ../nbs/00_config.ipynb #09d5a5fe
 class _Group(BaseModel):
     "Base of every params group: unknown keys and wrong types are errors, never defaults."
-    model_config = ConfigDict(extra="forbid", strict=False, validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", strict=False, validate_assignment=True, allow_inf_nan=False)  # .inf / .nan: errors
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bools_as_numbers(cls, data):
+        "YAML `true` where a number belongs is an error (pydantic's lax mode would read it as 1)."
+        if isinstance(data, dict):
+            for k, f in cls.model_fields.items():
+                if isinstance(data.get(k), bool) and f.annotation in (int, float, Optional[int], Optional[float]):
+                    raise ValueError(f"{k}: got {data[k]!r}; expected a number, not a boolean")
+        return data
 
 # %% ../nbs/00_config.ipynb #3e520e81
 Split = Literal["train", "val", "test", "reflect"]  # the scenes' splits, in index order (reper.scenes.split_of)
@@ -182,7 +192,7 @@ class DialogueParams(_Group):
     "Step 4: filtering, ranking and writing the multi-turn reflection dialogues (`dialogue.*`)."
     reward: Literal["judge", "rule", "mean"] = "judge"  # which reward becomes sigma
     sigma_norm: Literal["scale", "dialogue"] = "dialogue"  # sigma = reward / the scale's maximum (10), or / the dialogue's best reward
-    min_gap: float = Field(1.0, gt=0)     # judge-score points between consecutive turns
+    min_gap: float = Field(1.0, gt=0, le=9)     # judge-score points between consecutive turns
     min_final_score: float = Field(6.0, ge=0, le=10)
     max_turns: int = Field(3, ge=1, le=8)
     turn_mix: Literal["uniform", "longest"] = "uniform"  # turns per dialogue: a seeded draw from 1..longest possible, or the longest
@@ -228,6 +238,12 @@ class RPLParams(_Group):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     out_dir: str = "models/rpl"
 
+    @model_validator(mode="after")
+    def _floor_finite(self):
+        if self.log_floor < 1e-30: raise ValueError(f"log_floor: got {self.log_floor!r}; must be >= 1e-30 (the floor is applied in float32, "
+                                                    "where a smaller one rounds to 0 and the loss becomes inf)")
+        return self
+
 # %% ../nbs/00_config.ipynb #47996f3f
 class CriticParams(_Group):
     "The learned critic (`critic.*`): the embedded LLaVA-Critic, trained on the judge's verdicts for candidate captions."
@@ -241,6 +257,11 @@ class CriticParams(_Group):
     eval_temperatures: list[float] = Field(default_factory=lambda: [0.0, 0.7, 1.2], min_length=1)
     max_new_tokens: int = Field(96, ge=8, le=2048)  # length of a verdict
     out_dir: str = "models/critic"
+
+    @model_validator(mode="after")
+    def _temps(self):
+        if bad := [t for t in self.eval_temperatures if not 0.0 <= t <= 5.0]: raise ValueError(f"eval_temperatures must lie in [0, 5], got {self.eval_temperatures}")
+        return self
 
 # %% ../nbs/00_config.ipynb #234f7704
 class ReflectParams(_Group):
@@ -320,6 +341,23 @@ class Params(_Group):
         if self.model.name_or_path is None and self.data.image_size % self.model.patch_size:  # a checkpoint brings its own processor
             raise ValueError(f"data.image_size ({self.data.image_size}) must be a multiple of "
                              f"model.patch_size ({self.model.patch_size})")
+        return self
+
+    @model_validator(mode="after")
+    def _sizes_fit(self):
+        "Image counts no larger than their split, and a context that holds the image tokens (the embedded scenes)."
+        if self.data.source != "scenes": return self
+        size = dict(train=self.data.n_train, val=self.data.n_val, test=self.data.n_test, reflect=self.data.n_reflect)
+        need = [("evaluate_base.n_images", self.evaluate_base.n_images, self.evaluate_base.split),
+                ("candidates.n_images", self.candidates.n_images, self.candidates.split),
+                ("evaluate.n_images", self.evaluate.n_images, self.evaluate.split), ("grid.n_images", self.grid.n_images, self.grid.split),
+                ("critic.eval_images", self.critic.eval_images, "val")]
+        if bad := [f"{k}: got {n}; must be <= the '{s}' split's size, data.n_{s} ({size[s]})" for k, n, s in need if n > size[s]]:
+            raise ValueError("; ".join(bad))
+        tokens = (self.data.image_size // self.model.patch_size) ** 2
+        if self.model.name_or_path is None and self.model.max_length <= tokens:
+            raise ValueError(f"model.max_length: got {self.model.max_length}; must exceed the {tokens} image tokens "
+                             f"((data.image_size / model.patch_size)^2)")
         return self
 
     @model_validator(mode="after")

@@ -152,7 +152,7 @@ def results_markdown(m: dict) -> str:
         f"\nAt turn {a['turns']}, beside CAPTURE:\n\n" + final_table(a) +
         "\n#### The paper's claims, judged by intervals\n\n" + claims_list(a) +
         "\n#### What training changed\n\n" + probes_table(m["probes"]) + "\n" + critic_line(m["critic"]) +
-        "\n#### Frozen stages and reproducibility\n\n" + "".join(f"- `dvc unfreeze {k} && dvc repro {k}`: " + (f"{v / 60:.0f} min of compute here.\n" if v else
+        "\n#### Frozen stages and reproducibility\n\n" + "".join(f"- `{k}` (`frozen: false` in `dvc.yaml`, then `dvc repro {k}`): " + (f"{v / 60:.0f} min of compute here.\n" if v else
                                                               "its compute time was not recorded (it resumed from rows kept by an earlier run).\n")
                                                               for k, v in m["frozen_seconds"].items()) + "\n" + determinism_table(m["determinism"]) + "\n" + rerun_section(m))
 

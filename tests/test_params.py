@@ -69,6 +69,19 @@ BAD = [  # (dotted key, bad value, words the message must contain)
     ("dpo.batch_size", "eight", "valid integer"),
     ("dpo.device", "tpu", "'auto', 'cpu' or 'cuda'"),
     ("dpo.bta", 0.1, "unknown key"),
+    # issue 15's probes: infinities, a loss-breaking floor, sizes past their split, booleans read as numbers
+    ("rpl.epochs", float("inf"), "finite number"),
+    ("rpl.max_grad_norm", float("inf"), "finite number"),
+    ("judge.openai.timeout_s", float("inf"), "finite number"),
+    ("dialogue.min_gap", float("inf"), "finite number"),
+    ("dialogue.min_gap", 20, "less than or equal to 9"),
+    ("rpl.log_floor", 1e-50, "must be >= 1e-30"),
+    ("candidates.n_images", 5000, "data.n_reflect"),
+    ("evaluate.n_images", 1000, "data.n_test"),
+    ("grid.n_images", 100000, "data.n_val"),
+    ("model.max_length", 40, "must exceed the 64 image tokens"),
+    ("reflect.n_turns", True, "not a boolean"),
+    ("critic.eval_temperatures", [-0.5, 0.0], "must lie in [0, 5]"),
 ]
 
 @pytest.mark.parametrize("key,value,allowed", BAD, ids=[f"{k}={v!r}" for k, v, _ in BAD])
