@@ -6,7 +6,6 @@ Docs: https://reper-dev.github.io/reper/evaluation.html.md"""
 
 # %% ../nbs/0g_evaluation.ipynb #42fca289
 from __future__ import annotations
-from dataclasses import dataclass, asdict
 import numpy as np, pandas as pd
 from .metrics import caption_counts, repetitive
 from .rule_score import capture_captions

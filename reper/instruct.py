@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import numpy as np
 from torch.utils.data import Dataset
-from .scenes import INSTRUCTIONS, INVERSE, RELATIONS, SHAPES, COLOURS, SIZES, Scene, reference_captions, _listing
+from .scenes import INSTRUCTIONS, RELATIONS, SHAPES, COLOURS, SIZES, Scene, reference_captions
 
 # %% auto #0
 __all__ = ['CAPTION_INSTRUCTIONS', 'AGAIN_INSTRUCTIONS', 'PREAMBLES', 'QUESTIONS', 'ask_colour', 'ask_shape', 'ask_size',

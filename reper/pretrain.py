@@ -6,10 +6,8 @@ Docs: https://reper-dev.github.io/reper/pretrain.html.md"""
 
 # %% ../nbs/05_pretrain.ipynb #df580a2b
 from __future__ import annotations
-import math, time
 import numpy as np
 import torch, torch.nn as nn, torch.nn.functional as F
-from torch.utils.data import Dataset
 from tqdm import tqdm  # text bars: no ipywidgets warning, readable in executed notebooks
 from transformers import Trainer, TrainingArguments, TrainerCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler

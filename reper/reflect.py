@@ -8,7 +8,7 @@ Docs: https://reper-dev.github.io/reper/reflect.html.md"""
 from __future__ import annotations
 import numpy as np, pandas as pd, torch
 from tqdm import tqdm  # text bars: no ipywidgets warning, readable in executed notebooks
-from .model import encode_dialogue, n_image_tokens
+from .model import encode_dialogue
 from .generate import generate_answers, caption_dialogue
 from .judge import JudgeItem, feedback_text, reflection_messages
 from .metrics import score_captions

@@ -10,9 +10,9 @@ import itertools, json, hashlib
 from dataclasses import dataclass, asdict, field
 from pathlib import Path
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw
 from tqdm import tqdm  # text bars: no ipywidgets warning, readable in executed notebooks
-from .config import SPLITS, DataParams, atomic_path, write_text_atomic
+from .config import SPLITS, DataParams, atomic_path
 
 # %% auto #0
 __all__ = ['SHAPES', 'COLOURS', 'SIZES', 'RELATIONS', 'INVERSE', 'SYNONYMS', 'INSTRUCTIONS', 'UNPINNED_START', 'SceneObject',

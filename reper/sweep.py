@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 import itertools
-import numpy as np, pandas as pd
+import pandas as pd
 from .config import load_params, read_jsonl, write_jsonl
 from .dialogues import judged_candidates, build_dialogues
 
