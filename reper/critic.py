@@ -100,6 +100,7 @@ def quality_intervals(pairs: pd.DataFrame, n_boot: int = 2000, seed: int = 0) ->
     "`spearman`, `mae` and `names_real_error` of `critic_pairs` rows, each with `_lo` and `_hi` of a 95% bootstrap interval over captions."
     from reper.stats import bootstrap_stat
     s = pairs[pairs.critic.notna()]
+    if len(s) < 2: return {f"{k}{e}": float("nan") for k in QUALITY_KEYS for e in ("", "_lo", "_hi")}  # nothing scored: no interval
     arrays = (s.critic.to_numpy(float), s.oracle.to_numpy(float), s.flawed.to_numpy(bool), s.named.to_numpy(bool))
     fns = {"spearman": lambda c, o, f, n: spearmanr(c, o)[0] if c.std() and o.std() else 0.0,
            "mae": lambda c, o, f, n: np.abs(c - o).mean(),

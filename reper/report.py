@@ -93,10 +93,10 @@ def probes_table(p: dict) -> str:
 
 def critic_line(c: dict) -> str:
     "The learned critic against the oracle, with intervals."
-    iv = lambda k, d=2: f"{c[k]:.{d}f} [{c[k + '_lo']:.{d}f}, {c[k + '_hi']:.{d}f}]"
+    iv = lambda k, d=2: f"{_f(c[k], d)} [{_f(c[k + '_lo'], d)}, {_f(c[k + '_hi'], d)}]"
     return (f"Learned critic against the oracle on {c['n']} captions of held-out validation images: Spearman {iv('spearman')}, "
             f"mean absolute error {iv('mae')}, its reason names a real error for {iv('names_real_error')} of {c['n_flawed']} flawed captions "
-            f"(trained on {c['examples']} verdicts; epoch {c['chosen_epoch']:g} chosen on other validation images).\n")
+            f"(trained on {c['examples']} verdicts; the weights of step {c['chosen_step']} of {c['steps']} chosen on other validation images).\n")
 
 def determinism_table(d: dict | None) -> str:
     "What each CPU setting changes against the pinned one (benchmarks/determinism.py)."
