@@ -64,3 +64,12 @@ def newly_stale(root: Path, key: str, value) -> set[str]:
     path.write_text(yaml.safe_dump(raw))
     try: return stale_stages(root) - already
     finally: path.write_text(before)
+
+SLOW_FIXTURES = {"smoke", "repo_copy", "paper", "site", "pages"}  # each builds a pipeline, a paper-scale run or the docs site
+SLOW_TESTS = {"test_library_notebooks_pass"}                      # nbdev-test of every library notebook
+
+def pytest_collection_modifyitems(config, items):
+    "The two tiers: `pytest -m 'not slow'` (fast: units, params, the judge's HTTP client) and `pytest` (everything)."
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or item.originalname in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)

@@ -69,6 +69,8 @@ def test_library_pages_have_reference_and_example_outputs(site):
 def test_results_pages_have_tables_and_figures(smoke, site):
     html = (site / "results/11_evaluate_base.html").read_text()
     assert 'class="dataframe"' in html and re.search(r'<img[^>]+src="data:image/png', html)
+    noisy = [p.name for p in (site / "results").glob("*.html") if "IProgress not found" in p.read_text()]
+    assert not noisy, f"tqdm's ipywidgets warning shown on {noisy}"
 
 def test_front_page(site):
     "README, pipeline graph from `dvc dag`, paper scale, metrics, links to every results and library page and the training curves."

@@ -19,9 +19,10 @@ def test_library_notebooks_pass():
     r = subprocess.run(["nbdev-test", "--n-workers", "2", *flags], cwd=ROOT, capture_output=True, text=True, timeout=1200)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
 
-@pytest.mark.skipif(WORDNET.exists(), reason="WordNet is installed: its notebook cells ran above")
-def test_wordnet_cells_need_debian_data():
-    pytest.skip("cells flagged `#| wordnet` were not run: `apt-get install wordnet-base` (.ci/run does)")
+def test_wordnet_missing_names_the_package(tmp_path):
+    "Without WordNet data the rule scorer's loader stops with the package to install (the `#| wordnet` cells need it)."
+    from reper.rule_score import build_wordnet
+    with pytest.raises(FileNotFoundError, match="apt-get install wordnet-base"): build_wordnet(tmp_path / "nltk", debian=tmp_path / "none")
 
 def readme_commands() -> list[str]:
     "The shell commands in README.md's code blocks marked `bash`."
