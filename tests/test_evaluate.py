@@ -1,7 +1,7 @@
 "Reflective perception and evaluation on the smoke pipeline: every system and loop, the controls, the probes, attention, the critic, the seeds, the grid and the analysis."
 import json
 import numpy as np, pandas as pd, pytest
-from conftest import newly_stale
+from conftest import newly_stale, run
 from reper.config import load_params
 from reper.evaluation import LOOPS, system_name
 
@@ -87,6 +87,16 @@ def test_analysis_states_claims_with_intervals(smoke):
             assert (c["verdict"] == "ties with") == (c["lo"] <= 0 <= c["hi"]), c
             assert c["verdict"] in c["sentence"]
     assert {(c["policy"], c["control"]) for c in a["controls"]} >= {("base", "neutral"), ("base", "score"), ("rpl", "neutral")}
+
+def test_headline_fits_a_terminal(smoke):
+    "`dvc metrics show metrics/headline.json` prints the last-turn CAPTURE per system and the verdict counts in a narrow table."
+    h = json.loads((smoke / "metrics/headline.json").read_text())
+    a = json.loads((smoke / "metrics/analysis.json").read_text())
+    assert set(h["capture"]) == {"base", "rpl", "sft", "dpo"} and h["capture"]["rpl"]["t1"] == round(a["capture"]["rpl"]["turn1"]["mean"], 3)
+    assert sum(v for k, v in h.items() if k.startswith("claims_")) == sum(len(cs) for cs in a["claims"].values())
+    out = run(["dvc", "metrics", "show", "metrics/headline.json"], smoke).stdout
+    assert "capture.rpl.t1" in out and "controls_passed" in out, out
+    assert max(map(len, out.splitlines())) <= 200, out
 
 def test_reflect_params_rerun_evaluation_not_training(smoke):
     "reflect.* reaches the evaluations, never the trainings it does not feed."
