@@ -126,7 +126,13 @@ def rerun_section(m: dict) -> str:
     if not m.get("rerun"): return "No second run under other CPU settings is recorded (`metrics/rerun/`).\n"
     b, run = m["rerun"]
     shared, changed = verdict_changes(m["analysis"], b)
-    head = f"A second run of the whole pipeline with {run['setting']} ({run['note']}): "
+    setting = {"native": "the CPU kernels and threads left to torch (`REPER_CPU=native`) instead of the pinned AVX2 code paths and 2 threads",
+               "pinned": "the same pinned CPU settings"}.get(run["cpu_setting"], run["cpu_setting"])
+    T, a = m["analysis"]["turns"], m["analysis"]
+    caps = ", ".join(f"{s} {a['capture'][s][f'turn{T}']['mean']:.3f} here, {b['capture'][s][f'turn{T}']['mean']:.3f} there"
+                     for s in ("base", "rpl", "sft", "dpo") if s in a["capture"] and s in b["capture"])
+    head = (f"A second fresh-clone run of the whole pipeline ({run['commit']}) on {run['machine']} with {setting}, "
+            f"{run['total_min']:.1f} min. Last-turn CAPTURE: {caps}. Verdicts: ")
     if not changed: return head + f"all {shared} verdicts are the same.\n"
     return head + f"{shared - len(changed)} of {shared} verdicts are the same; these change:\n\n" + "".join(f"- {x}\n" for x in changed)
 
