@@ -78,10 +78,12 @@ def test_rpl_main_counts_dialogues_without_image(tmp_path):
     from reper.rpl import rpl_main
     root = Path(__file__).resolve().parents[1]
     raw = yaml.safe_load((root / "params.yaml").read_text())
-    raw["data"].update(root=str(tmp_path / "scenes"), n_train=1, n_val=1, n_test=1, n_reflect=3, on_bad_image="skip")
+    raw["data"].update(root=str(tmp_path / "scenes"), n_train=1, n_val=2, n_test=1, n_reflect=3, on_bad_image="skip")
     raw["model"].update(text_hidden=64, text_layers=1, text_intermediate=128, vision_hidden=64, vision_layers=1)
     raw["pretrain"]["out_dir"] = str(tmp_path / "base")
     raw["rpl"].update(out_dir=str(tmp_path / "rpl"), batch_size=1, gradient_accumulation_steps=1, threads=1, device="cpu")
+    for g in ("evaluate_base", "candidates", "evaluate", "grid"): raw[g]["n_images"] = 1  # no more than the tiny splits hold
+    raw["critic"]["eval_images"] = 2
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     P = load_params(tmp_path / "params.yaml")
     make_scenes(P.data, progress=False)
@@ -92,4 +94,4 @@ def test_rpl_main_counts_dialogues_without_image(tmp_path):
     (tmp_path / "dialogues.jsonl").write_text("".join(json.dumps(d) + "\n" for d in dialogues))
     (Path(P.data.root) / scenes[1].image).write_bytes(b"not an image")
     s = rpl_main(str(tmp_path / "params.yaml"), dialogues=str(tmp_path / "dialogues.jsonl"))
-    assert (s["dialogues"], s["skipped_dialogues"], s["steps"]) == (2, 1, 2), s
+    assert (s["dialogues"], s["skipped_dialogues"], s["steps"]) == (2, 1, round(2 * P.rpl.epochs)), s  # 2 dialogues, batch 1
