@@ -5,13 +5,16 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 import pytest
 from nbdev.config import nbpath2html
-from conftest import run
+from conftest import ROOT, run
 
 @pytest.fixture(scope="session")
 def site(smoke) -> Path:
     "The site built by `reper-docs` in the smoke copy (a fresh clone: npm packages fetched, notebooks executed)."
-    t = time.time()
-    r = run(["reper-docs"], smoke, timeout=900)
+    t, params = time.time(), smoke / "params.yaml"
+    smoke_params = params.read_text()
+    params.write_text((ROOT / "params.yaml").read_text())  # the library pages' examples run on the shipped params, as a user's build does
+    try: r = run(["reper-docs"], smoke, timeout=900)
+    finally: params.write_text(smoke_params)               # the results pages are the smoke pipeline's
     print(f"reper-docs: {time.time() - t:.1f} s\n{r.stdout}{r.stderr}")
     return smoke / "site"
 

@@ -21,9 +21,9 @@ def judge_or_caption(body) -> str:
 
 def write_records(root: Path) -> Path:
     "LLaVA's image folder with a records file: N_GOOD JPEG records, a text-only one, one whose image is missing, one corrupt."
-    from reper.config import parse_params
+    from reper.config import load_params
     from reper.scenes import make_scene
-    p, recs = parse_params({}).data, []
+    p, recs = load_params(Path(__file__).resolve().parents[1] / "params.yaml").data, []
     for k in range(N_GOOD + 2):
         rel = f"coco/train2017/{k:012d}.jpg" if k % 2 else f"vg/VG_100K/{k + 1}.jpg"
         (root / rel).parent.mkdir(parents=True, exist_ok=True)

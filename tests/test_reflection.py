@@ -44,7 +44,8 @@ def test_no_image_in_two_splits(smoke, dialogues):
 def test_min_gap_reruns_only_its_readers(smoke):
     "The score gap filters both the dialogues and the DPO pairs; the number of turns only the dialogues; beta only DPO."
     gap = newly_stale(smoke, "dialogue.min_gap", 2.0)
-    assert {"dialogues", "train_dpo", "analysis"} <= gap and not {"candidates", "judge", "train_rpl", "train_critic"} & gap
+    # train_rpl reads it too: its notebook shows whether params follow the validation grid's chosen gap
+    assert {"dialogues", "train_dpo", "train_rpl", "analysis"} <= gap and not {"candidates", "judge", "train_critic", "references"} & gap
     turns = newly_stale(smoke, "dialogue.max_turns", 2)
     assert "dialogues" in turns and not {"train_dpo", "candidates", "train_rpl"} & turns
     beta = newly_stale(smoke, "dpo.beta", 0.2)
