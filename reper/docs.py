@@ -113,7 +113,7 @@ def library_notebooks(nbs: Path) -> list[Path]:
     return [p for p in sorted(nbglob(nbs, func=Path)) if p.stem != "index" and not read_nb(p).metadata.get("nbdev", {}).get("skip_exec")]
 
 # %% ../nbs/0z_docs.ipynb #0e07968d
-def _src(c) -> str: return "".join(c["source"]) if isinstance(c["source"], list) else c["source"]
+def _src(c, key: str = "source") -> str: return "".join(c.get(key, "")) if isinstance(c.get(key), list) else c.get(key, "")  # a cell's source, an output's text
 
 def nb_title(path: Path) -> tuple[str, str]:
     "The H1 title and the `>` summary of notebook `path`'s first markdown cell."
@@ -178,15 +178,13 @@ def library_page(src: Path, out: Path, cache: Path | None = None, flags: str = "
     return dst
 
 # %% ../nbs/0z_docs.ipynb #c48ac3d9
-def _src_text(o) -> str: return "".join(o.get("text", "")) if isinstance(o.get("text"), list) else o.get("text", "")
-
 def results_page(src: Path, out: Path) -> Path:
     "Copy of executed stage notebook `src` in folder `out`, its markdown linked to the library reference."
     nb, nl, dst = read_nb(src), NbdevLookup(), Path(out) / Path(src).name
     for c in nb.cells:
         if c["cell_type"] == "markdown": c["source"] = localise_links(nl.linkify(_src(c)), "../api/")
         if c["cell_type"] == "code":  # tqdm.auto's warning in a kernel without ipywidgets (the bars themselves are text) is noise on a results page
-            c["outputs"] = [o for o in c.get("outputs", []) if not (o.get("name") == "stderr" and "TqdmWarning: IProgress not found" in _src_text(o))]
+            c["outputs"] = [o for o in c.get("outputs", []) if not (o.get("name") == "stderr" and "TqdmWarning: IProgress not found" in _src(o, "text"))]
     dst.parent.mkdir(parents=True, exist_ok=True)
     write_nb(nb, dst)
     return dst
