@@ -10,6 +10,11 @@ def repo_files() -> list[str]:
     out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
     return [f for f in out.decode().split("\0") if f and (ROOT / f).is_file()]
 
+def params_with(changes: dict | None = None):
+    "The shipped params.yaml with `changes` (nested groups, as in a profile) overlaid, validated."
+    from reper.config import overlay, parse_params, read_yaml
+    return parse_params(overlay(read_yaml(ROOT / "params.yaml"), changes or {}), "params.yaml")
+
 def copy_repo(dest: Path) -> Path:
     "Copy the repository's files into `dest` and make it a git repository (DVC wants one)."
     for f in repo_files():

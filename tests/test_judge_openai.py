@@ -4,8 +4,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 import pytest
 from PIL import Image
-from reper.config import parse_params, load_params, overlay, read_yaml
-from conftest import ROOT
+from conftest import params_with
 from reper.judge import JudgeError, JudgeItem, OpenAIReferences, REASK, judge_captions, make_judge, usage_metrics
 from reper.scenes import make_scene
 
@@ -50,7 +49,7 @@ def serve():
 
 @pytest.fixture(scope="module")
 def items():
-    p = load_params(ROOT / "params.yaml").data
+    p = params_with().data
     out = []
     for k in range(2):
         scene, img = make_scene(k, p)
@@ -60,9 +59,9 @@ def items():
 def judge_for(server, tmp_path, monkeypatch, **op):
     "An `OpenAIJudge` on `server`, its cache under `tmp_path`, the key in the environment, sleeps recorded."
     monkeypatch.setenv("REPER_TEST_KEY", KEY)
-    jp = parse_params(overlay(read_yaml(ROOT / "params.yaml"), {"judge": {"backend": "openai", "unparseable_retries": op.pop("unparseable_retries", 2),
+    jp = params_with({"judge": {"backend": "openai", "unparseable_retries": op.pop("unparseable_retries", 2),
                                  "openai": dict(dict(base_url=server.url, api_key_env="REPER_TEST_KEY", cache_dir=str(tmp_path / "cache"),
-                                                     backoff_s=0.05, timeout_s=5), **op)}})).judge
+                                                     backoff_s=0.05, timeout_s=5), **op)}}).judge
     j = make_judge(jp)
     j.sleep = lambda s: (j.waits.append(s), time.sleep(s))
     j.waits = []
@@ -169,8 +168,8 @@ def test_reference_captions_one_request_per_model_then_cached(serve, items, tmp_
     "Each model of `references.models` is asked the item's instruction about its image; a rerun is all cache hits."
     s = serve({"fn": lambda body: f"A caption by {body['model']}."})
     monkeypatch.setenv("REPER_TEST_KEY", KEY)
-    op = parse_params(overlay(read_yaml(ROOT / "params.yaml"), {"judge": {"openai": dict(base_url=s.url, api_key_env="REPER_TEST_KEY", cache_dir=str(tmp_path / "cache"),
-                                               usd_per_mtok_prompt=2.5, usd_per_mtok_completion=10.0)}})).judge.openai
+    op = params_with({"judge": {"openai": dict(base_url=s.url, api_key_env="REPER_TEST_KEY", cache_dir=str(tmp_path / "cache"),
+                                               usd_per_mtok_prompt=2.5, usd_per_mtok_completion=10.0)}}).judge.openai
     refs = OpenAIReferences(op, ["gpt-4o", "gemini-1.5-pro"], max_tokens=500)
     got = refs([it.instruction for it in items], [it.image for it in items])
     assert got == [["A caption by gpt-4o.", "A caption by gemini-1.5-pro."]] * 2

@@ -5,7 +5,7 @@ the params file differs from the embedded default."""
 import hashlib, json, os, subprocess, sys, time
 from pathlib import Path
 import pytest, yaml
-from conftest import ROOT
+from conftest import ROOT, params_with
 from test_judge_openai import ChatServer
 
 KEY = "sk-paper-scale-7f3a9c1e5b2d4f6a8c0e"  # a fake key: it must reach the server and no file
@@ -21,9 +21,8 @@ def judge_or_caption(body) -> str:
 
 def write_records(root: Path) -> Path:
     "LLaVA's image folder with a records file: N_GOOD JPEG records, a text-only one, one whose image is missing, one corrupt."
-    from reper.config import load_params
     from reper.scenes import make_scene
-    p, recs = load_params(Path(__file__).resolve().parents[1] / "params.yaml").data, []
+    p, recs = params_with().data, []
     for k in range(N_GOOD + 2):
         rel = f"coco/train2017/{k:012d}.jpg" if k % 2 else f"vg/VG_100K/{k + 1}.jpg"
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
