@@ -26,7 +26,9 @@ SETTINGS = {  # name -> environment changes against the pinned one
 def worker(params: str, steps: int, images: int, dump: str):
     "One setting: train, caption, write hashes and the weights' path."
     import torch
-    from reper.config import load_params, read_jsonl, base_policy_path, seed_everything
+    from reper.config import load_params, base_policy_path
+    from reper.files import read_jsonl
+    from reper.runtime import seed_everything
     from reper.items import images_by_id
     from reper.model import load_policy
     from reper.rpl import ReflectionExamples, train_rpl

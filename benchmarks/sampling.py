@@ -7,7 +7,8 @@ first items of `data.source` at every temperature of `candidates.temperatures`. 
 """
 import argparse, time
 import torch
-from reper.config import base_policy_path, load_params, pick_device
+from reper.config import base_policy_path, load_params
+from reper.runtime import pick_device
 from reper.items import load_items
 from reper.model import load_policy
 from reper.dialogues import sample_candidates
@@ -19,7 +20,7 @@ a = ap.parse_args()
 P = load_params(a.params); C = P.candidates
 torch.set_num_threads(P.pretrain.threads)
 items, images, _ = load_items(P.data, C.split, limit=a.images)
-model, proc = load_policy(base_policy_path(P), pick_device(P.pretrain.device), P.model.dtype)
+model, proc = load_policy(base_policy_path(P), pick_device(P.device), P.model.dtype)
 n = len(items) * len(C.temperatures)
 kw = dict(max_new_tokens=C.max_new_tokens, max_length=P.model.max_length, seed=C.seed, progress=False)
 

@@ -1,4 +1,4 @@
-"""`params.yaml` → a typed, validated config; atomic writes; seeding.
+"""`params.yaml` → a typed, validated config, and profiles that overlay it.
 
 Docs: https://reper-dev.github.io/reper/config.html.md"""
 
@@ -6,19 +6,18 @@ Docs: https://reper-dev.github.io/reper/config.html.md"""
 
 # %% ../nbs/00_config.ipynb #2bbd1dfd
 from __future__ import annotations
-import os, json, random, tempfile, shutil, contextlib
 from pathlib import Path
-from typing import Literal, Optional, get_args
+from typing import Annotated, Literal, Optional, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from .files import write_text_atomic
 
 # %% auto #0
-__all__ = ['Split', 'SPLITS', 'Llava665kParams', 'DataParams', 'ModelParams', 'PretrainParams', 'EvaluateParams',
+__all__ = ['Split', 'SPLITS', 'Temperature', 'Llava665kParams', 'DataParams', 'ModelParams', 'PretrainParams', 'EvaluateParams',
            'CandidatesParams', 'OpenAIJudgeParams', 'JudgeParams', 'ReferencesParams', 'RuleScoreParams',
            'DialogueParams', 'DPOParams', 'RPLParams', 'CriticParams', 'ReflectParams', 'CompareParams', 'SweepParams',
-           'GridParams', 'Params', 'ParamsError', 'missing_keys', 'parse_params', 'read_yaml', 'overlay', 'load_params',
-           'profile_cli', 'atomic_path', 'write_text_atomic', 'write_json', 'write_jsonl', 'RecordError', 'read_jsonl',
-           'seed_everything', 'base_policy_path', 'pick_device']
+           'GridParams', 'PathsParams', 'Params', 'ParamsError', 'parse_params', 'read_yaml', 'overlay', 'load_params',
+           'profile_cli', 'base_policy_path']
 
 # %% ../nbs/00_config.ipynb #09d5a5fe
 class _Group(BaseModel):
@@ -38,28 +37,34 @@ class _Group(BaseModel):
 # %% ../nbs/00_config.ipynb #3e520e81
 Split = Literal["train", "val", "test", "reflect"]  # the scenes' splits, in index order (reper.scenes.split_of)
 SPLITS = get_args(Split)
+Temperature = Annotated[float, Field(ge=0, le=5)]  # sampling temperature; 0: greedy
 
 # %% ../nbs/00_config.ipynb #cd9ac445
 class Llava665kParams(_Group):
     "LLaVA-665K records as the image source (`data.llava665k.*`), for `data.source: llava665k`."
-    annotations: str = "llava_v1_5_mix665k.json"  # the records file, relative to data.root (LLaVA's ./playground/data)
-    instruction: str = "Can you provide a comprehensive caption for this image?"  # the paper's caption prompt
+    annotations: str  # the records file, relative to data.root (LLaVA's ./playground/data)
+    instruction: str  # the paper's caption prompt
 
 # %% ../nbs/00_config.ipynb #a17cc697
 class DataParams(_Group):
     "The images (`data.*`): the embedded scenes rendered by `reper.scenes.make_scenes`, or LLaVA-665K records."
-    source: Literal["scenes", "llava665k"] = "scenes"  # llava665k: one pool, no splits (`*.split` apply to the scenes)
-    root: str = "data/scenes"                 # scenes: images/ and annotations/; llava665k: the image folder (LLaVA's ./playground/data)
-    seed: int = Field(0, ge=0)                # scenes: rendering; llava665k: which records are sampled
-    llava665k: Llava665kParams = Llava665kParams()
-    image_size: int = Field(64, ge=32, le=512)  # px, square
-    n_train: int = Field(2000, ge=1)
-    n_val: int = Field(200, ge=1)
-    n_test: int = Field(300, ge=1)
-    n_reflect: int = Field(2000, ge=1)           # images the reflection dataset is built on; the base policy never sees them
-    min_objects: int = Field(1, ge=1, le=6)
-    max_objects: int = Field(6, ge=1, le=6)
-    on_bad_image: Literal["error", "skip"] = "error"  # corrupt or missing image: stop, or count and skip
+    source: Literal["scenes", "llava665k"]  # llava665k: one pool, no splits (`*.split` apply to the scenes)
+    root: str  # scenes: images/ and annotations/; llava665k: the image folder (LLaVA's ./playground/data)
+    seed: int = Field(ge=0)  # scenes: rendering; llava665k: which records are sampled
+    llava665k: Llava665kParams
+    image_size: int = Field(ge=32, le=512)  # px, square
+    n_train: int = Field(ge=1)
+    n_val: int = Field(ge=1)
+    n_test: int = Field(ge=1)
+    n_reflect: int = Field(ge=1)  # images the reflection dataset is built on; the base policy never sees them
+    min_objects: int = Field(ge=1, le=6)
+    max_objects: int = Field(ge=1, le=6)
+    on_bad_image: Literal["error", "skip"]  # corrupt or missing image: stop, or count and skip
+
+    @property
+    def split_sizes(self) -> dict[str, int]:
+        "Images per split, in `SPLITS` order (the scenes are numbered split after split)."
+        return dict(zip(SPLITS, (self.n_train, self.n_val, self.n_test, self.n_reflect)))
 
     @model_validator(mode="after")
     def _objects_range(self):
@@ -70,18 +75,18 @@ class DataParams(_Group):
 # %% ../nbs/00_config.ipynb #1cb3ad49
 class ModelParams(_Group):
     "The policy (`model.*`): a tiny LLaVA built from these sizes, or a local llava-hf checkpoint."
-    name_or_path: Optional[str] = None         # local llava-hf folder: the base policy, nothing pretrained; None: the tiny model
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # weights when stages load a policy (bfloat16 for 7B/13B on GPUs)
-    vocab_size: int = Field(512, ge=64, le=65536)  # BPE vocabulary of the tiny tokenizer
-    patch_size: int = Field(8, ge=2, le=64)     # px; image tokens = (image_size / patch_size)^2
-    vision_hidden: int = Field(128, ge=8)
-    vision_layers: int = Field(2, ge=1)
-    vision_heads: int = Field(4, ge=1)
-    text_hidden: int = Field(256, ge=8)
-    text_layers: int = Field(4, ge=1)
-    text_heads: int = Field(4, ge=1)
-    text_intermediate: int = Field(512, ge=8)
-    max_length: int = Field(320, ge=32)         # tokens, image tokens included
+    name_or_path: Optional[str]  # local llava-hf folder: the base policy, nothing pretrained; None: the tiny model
+    dtype: Literal["float32", "bfloat16", "float16"]  # weights when stages load a policy (bfloat16 for 7B/13B on GPUs)
+    vocab_size: int = Field(ge=64, le=65536)  # BPE vocabulary of the tiny tokenizer
+    patch_size: int = Field(ge=2, le=64)  # px; image tokens = (image_size / patch_size)^2
+    vision_hidden: int = Field(ge=8)
+    vision_layers: int = Field(ge=1)
+    vision_heads: int = Field(ge=1)
+    text_hidden: int = Field(ge=8)
+    text_layers: int = Field(ge=1)
+    text_heads: int = Field(ge=1)
+    text_intermediate: int = Field(ge=8)
+    max_length: int = Field(ge=32)  # tokens, image tokens included
 
     @model_validator(mode="after")
     def _heads_divide(self):
@@ -93,71 +98,64 @@ class ModelParams(_Group):
 # %% ../nbs/00_config.ipynb #bffb7d20
 class PretrainParams(_Group):
     "Training the base policy from scratch on (image, instruction, reference caption) (`pretrain.*`)."
-    seed: int = Field(0, ge=0)
-    vision_steps: int = Field(1500, ge=0)        # vision-tower warm-up on patch labels (0: none)
-    vision_scenes: int = Field(16000, ge=0)      # unpinned scenes the warm-up renders in memory (0: the train split's images)
-    vision_batch_size: int = Field(64, ge=1)
-    vision_lr: float = Field(2e-3, gt=0, le=1.0)
-    freeze_vision: bool = True                  # LLaVA-1.5 keeps the vision tower frozen during caption training
-    steps: int = Field(600, ge=1)               # caption training steps
-    conversations: int = Field(8, ge=1)          # instruction-mix conversations drawn per training image (reper.instruct)
-    batch_size: int = Field(16, ge=1)
-    lr: float = Field(1e-3, gt=0, le=1.0)
-    warmup_steps: int = Field(50, ge=0)
-    weight_decay: float = Field(0.01, ge=0, le=1.0)
-    eval_every: int = Field(100, ge=1)          # steps between validation losses
-    n_val: int = Field(64, ge=1)                # validation images used for the loss curve
-    threads: int = Field(2, ge=1, le=256)       # torch CPU threads
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    out_dir: str = "models/base"
+    seed: int = Field(ge=0)
+    vision_steps: int = Field(ge=0)  # vision-tower warm-up on patch labels (0: none)
+    vision_scenes: int = Field(ge=0)  # unpinned scenes the warm-up renders in memory (0: the train split's images)
+    vision_batch_size: int = Field(ge=1)
+    vision_lr: float = Field(gt=0, le=1.0)
+    freeze_vision: bool  # LLaVA-1.5 keeps the vision tower frozen during caption training
+    steps: int = Field(ge=1)  # caption training steps
+    conversations: int = Field(ge=1)  # instruction-mix conversations drawn per training image (reper.instruct)
+    batch_size: int = Field(ge=1)
+    lr: float = Field(gt=0, le=1.0)
+    warmup_steps: int = Field(ge=0)
+    weight_decay: float = Field(ge=0, le=1.0)
+    eval_every: int = Field(ge=1)  # steps between validation losses
+    n_val: int = Field(ge=1)  # validation images used for the loss curve
+    threads: int = Field(ge=1, le=256)  # torch CPU threads
+    out_dir: str
 
 # %% ../nbs/00_config.ipynb #b00108e2
 class EvaluateParams(_Group):
     "Captioning a split with a policy and scoring it against the scene graphs (`evaluate_base.*`)."
-    split: Split = "test"
-    n_images: int = Field(300, ge=1)
-    batch_size: int = Field(64, ge=1)
-    max_new_tokens: int = Field(96, ge=1, le=2048)
-    n_examples: int = Field(6, ge=0, le=64)     # sample images shown with their captions
+    split: Split
+    n_images: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    max_new_tokens: int = Field(ge=1, le=2048)
+    n_examples: int = Field(ge=0, le=64)  # sample images shown with their captions
 
 # %% ../nbs/00_config.ipynb #4fb12a0e
 class CandidatesParams(_Group):
     "Step 1 of the reflection dataset: captions sampled from the base policy (`candidates.*`)."
-    split: Split = "train"
-    n_images: int = Field(600, ge=1)
-    temperatures: list[float] = Field(default_factory=lambda: [0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4], min_length=1)
-    batch_size: int = Field(64, ge=1)
-    max_new_tokens: int = Field(96, ge=1, le=4096)
-    seed: int = Field(0, ge=0)
-
-    @model_validator(mode="after")
-    def _temps(self):
-        bad = [t for t in self.temperatures if not 0.0 <= t <= 5.0]
-        if bad: raise ValueError(f"temperatures must lie in [0, 5], got {bad}")
-        return self
+    split: Split
+    n_images: int = Field(ge=1)
+    temperatures: list[Temperature] = Field(min_length=1)
+    batch_size: int = Field(ge=1)
+    max_new_tokens: int = Field(ge=1, le=4096)
+    seed: int = Field(ge=0)
 
 # %% ../nbs/00_config.ipynb #efd282b0
 class OpenAIJudgeParams(_Group):
     "An OpenAI-compatible chat-completions endpoint used as judge (`judge.openai.*`); the key comes from an env var."
-    base_url: str = "http://127.0.0.1:8000/v1"
-    model: str = "gpt-4o"
-    api_key_env: str = "OPENAI_API_KEY"   # name of the environment variable holding the key, never the key
-    timeout_s: float = Field(60.0, gt=0)
-    max_retries: int = Field(4, ge=0, le=20)  # on 429 / 5xx / timeouts, with exponential backoff
-    backoff_s: float = Field(1.0, ge=0)
-    max_tokens: int = Field(300, ge=1)
-    cache_dir: str = "cache/judge"        # on-disk cache keyed by (model, prompt, image hash)
-    usd_per_mtok_prompt: float = Field(0.0, ge=0)      # price per million prompt tokens, for the cost estimate (0: not priced)
-    usd_per_mtok_completion: float = Field(0.0, ge=0)  # price per million completion tokens
+    base_url: str
+    model: str
+    api_key_env: str  # name of the environment variable holding the key, never the key
+    timeout_s: float = Field(gt=0)
+    max_retries: int = Field(ge=0, le=20)  # on 429 / 5xx / timeouts, with exponential backoff
+    backoff_s: float = Field(ge=0)
+    max_tokens: int = Field(ge=1)
+    cache_dir: str  # on-disk cache keyed by (model, prompt, image hash)
+    usd_per_mtok_prompt: float = Field(ge=0)  # price per million prompt tokens, for the cost estimate (0: not priced)
+    usd_per_mtok_completion: float = Field(ge=0)  # price per million completion tokens
 
 # %% ../nbs/00_config.ipynb #26a30881
 class JudgeParams(_Group):
     "Step 2: who scores the candidates (`judge.*`)."
-    backend: Literal["oracle", "openai", "model"] = "oracle"
-    openai: OpenAIJudgeParams = OpenAIJudgeParams()
-    model_path: Optional[str] = None      # local llava-hf critic checkpoint, for backend `model`
-    unparseable_retries: int = Field(2, ge=0, le=10)  # re-asks before a reply is recorded as unscored
-    feedback: Literal["named", "counted"] = "named"   # the oracle's reasons: name what is missed and the true values, or only count and call wrong
+    backend: Literal["oracle", "openai", "model"]
+    openai: OpenAIJudgeParams
+    model_path: Optional[str]  # local llava-hf critic checkpoint, for backend `model`
+    unparseable_retries: int = Field(ge=0, le=10)  # re-asks before a reply is recorded as unscored
+    feedback: Literal["named", "counted"]  # the oracle's reasons: name what is missed and the true values, or only count and call wrong
 
     @model_validator(mode="after")
     def _model_needs_path(self):
@@ -167,20 +165,20 @@ class JudgeParams(_Group):
 # %% ../nbs/00_config.ipynb #f3697876
 class ReferencesParams(_Group):
     "Step 3a: the reference captions the rule scorer compares against (`references.*`)."
-    backend: Literal["dataset", "openai"] = "dataset"  # dataset: the scenes' own two; openai: asked of judge.openai's endpoint
-    models: list[str] = Field(default_factory=lambda: ["gpt-4o"], min_length=1)  # one reference per model (the paper: GPT-4o, Gemini-Pro)
-    max_tokens: int = Field(500, ge=1)         # per reference caption
+    backend: Literal["dataset", "openai"]  # dataset: the scenes' own two; openai: asked of judge.openai's endpoint
+    models: list[str] = Field(min_length=1)  # one reference per model (the paper: GPT-4o, Gemini-Pro)
+    max_tokens: int = Field(ge=1)  # per reference caption
 
 # %% ../nbs/00_config.ipynb #5ee7cf29
 class RuleScoreParams(_Group):
     "Step 3: the rule-based factual scorer (`rule_score.*`)."
-    vocab: Literal["scenes", "open"] = "scenes"  # the scenes vocabulary, or free English (COCO objects) at paper scale
-    wordnet: bool = False                 # match synonyms through WordNet (Debian's wordnet-base data)
-    embedding_model: Optional[str] = None  # local sentence-embedding model folder for CAPTURE's soft stage; None: none
-    parser_model: Optional[str] = None    # local seq2seq scene-graph parser (FACTUAL's flan-t5); None: the lexicon extractor
-    parser_beams: int = Field(5, ge=1, le=16)           # beam search, as CAPTURE runs the parser
-    parser_max_new_tokens: int = Field(128, ge=8, le=1024)
-    parser_batch_size: int = Field(32, ge=1)            # sentences per generate call
+    vocab: Literal["scenes", "open"]  # the scenes vocabulary, or free English (COCO objects) at paper scale
+    wordnet: bool  # match synonyms through WordNet (Debian's wordnet-base data)
+    embedding_model: Optional[str]  # local sentence-embedding model folder for CAPTURE's soft stage; None: none
+    parser_model: Optional[str]  # local seq2seq scene-graph parser (FACTUAL's flan-t5); None: the lexicon extractor
+    parser_beams: int = Field(ge=1, le=16)  # beam search, as CAPTURE runs the parser
+    parser_max_new_tokens: int = Field(ge=8, le=1024)
+    parser_batch_size: int = Field(ge=1)  # sentences per generate call
 
     @model_validator(mode="after")
     def _parser_is_open(self):
@@ -190,53 +188,51 @@ class RuleScoreParams(_Group):
 # %% ../nbs/00_config.ipynb #70243b27
 class DialogueParams(_Group):
     "Step 4: filtering, ranking and writing the multi-turn reflection dialogues (`dialogue.*`)."
-    reward: Literal["judge", "rule", "mean"] = "judge"  # which reward becomes sigma
-    sigma_norm: Literal["scale", "dialogue"] = "dialogue"  # sigma = reward / the scale's maximum (10), or / the dialogue's best reward
-    min_gap: float = Field(1.0, gt=0, le=9)     # judge-score points between consecutive turns
-    min_final_score: float = Field(6.0, ge=0, le=10)
-    max_turns: int = Field(3, ge=1, le=8)
-    turn_mix: Literal["uniform", "longest"] = "uniform"  # turns per dialogue: a seeded draw from 1..longest possible, or the longest
-    seed: int = Field(0, ge=0)                           # the uniform draw
+    reward: Literal["judge", "rule", "mean"]  # which reward becomes sigma
+    sigma_norm: Literal["scale", "dialogue"]  # sigma = reward / the scale's maximum (10), or / the dialogue's best reward
+    min_gap: float = Field(gt=0, le=9)  # judge-score points between consecutive turns
+    min_final_score: float = Field(ge=0, le=10)
+    max_turns: int = Field(ge=1, le=8)
+    turn_mix: Literal["uniform", "longest"]  # turns per dialogue: a seeded draw from 1..longest possible, or the longest
+    seed: int = Field(ge=0)  # the uniform draw
 
 # %% ../nbs/00_config.ipynb #9739d197
 class DPOParams(_Group):
     "The DPO baseline (`dpo.*`): TRL's `DPOTrainer` on worst-vs-best caption pairs, language model only."
-    seed: int = Field(0, ge=0)
-    beta: float = Field(0.1, gt=0, le=10)       # weight of the implicit KL anchor to the reference policy
-    lr: float = Field(5e-5, gt=0, le=1.0)
-    epochs: int = Field(1, ge=1)                # passes over the pairs (the paper trains one epoch)
-    batch_size: int = Field(8, ge=1)            # pairs per forward (each pair is two sequences)
-    gradient_accumulation_steps: int = Field(1, ge=1)
-    warmup_steps: int = Field(0, ge=0)          # optimiser steps of linear warm-up, then linear decay to 0
-    log_every: int = Field(5, ge=1)             # optimiser steps between logged metrics
-    threads: int = Field(2, ge=1, le=256)       # torch CPU threads
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    out_dir: str = "models/dpo"
+    seed: int = Field(ge=0)
+    beta: float = Field(gt=0, le=10)  # weight of the implicit KL anchor to the reference policy
+    lr: float = Field(gt=0, le=1.0)
+    epochs: int = Field(ge=1)  # passes over the pairs (the paper trains one epoch)
+    batch_size: int = Field(ge=1)  # pairs per forward (each pair is two sequences)
+    gradient_accumulation_steps: int = Field(ge=1)
+    warmup_steps: int = Field(ge=0)  # optimiser steps of linear warm-up, then linear decay to 0
+    log_every: int = Field(ge=1)  # optimiser steps between logged metrics
+    threads: int = Field(ge=1, le=256)  # torch CPU threads
+    out_dir: str
 
 # %% ../nbs/00_config.ipynb #176a28d6
 class RPLParams(_Group):
     "Reflective perceptual learning (`rpl.*`): the policy trained on the dialogues with the reflective unlikelihood loss."
-    alpha: float = Field(10.0, ge=0, le=100)    # weight of the unlikelihood term (paper: 10); 0 = sigma-weighted SFT
-    log_floor: float = Field(1e-6, gt=0, le=0.1)  # 1-p is floored here before the log, so the unlikelihood term stays finite
-    seed: int = Field(0, ge=0)
-    epochs: float = Field(1.0, gt=0)           # passes over the dialogues (paper: 1)
-    batch_size: int = Field(8, ge=1)           # per device and micro-batch; a step is batch_size x accumulation x devices (paper: 8)
-    gradient_accumulation_steps: int = Field(1, ge=1)
-    lr: float = Field(1e-6, gt=0, le=1.0)      # paper: 1e-6 for a 7B model from LLaVA-1.5
-    lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"
-    warmup_ratio: float = Field(0.03, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0, le=1.0)
-    max_grad_norm: float = Field(1.0, gt=0)
-    save_steps: int = Field(0, ge=0)           # checkpoint every N optimiser steps (0: none); resume with `resume`
-    resume: bool = False                       # continue from the newest checkpoint in `out_dir`/checkpoints
-    logging_steps: int = Field(5, ge=1)
-    bf16: bool = False                         # bf16 mixed precision (GPU); the loss itself is always computed in fp32
-    gradient_checkpointing: bool = False       # recompute activations in the backward pass: less memory, ~30% more time
-    sort_micro_batches: bool = True            # each step's random examples go into micro-batches by length: less padding, same step
-    accelerate_config: Optional[str] = None    # an accelerate config file (accelerate/*.yaml): run under `accelerate launch`
-    threads: int = Field(2, ge=1, le=256)      # torch CPU threads
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    out_dir: str = "models/rpl"
+    alpha: float = Field(ge=0, le=100)  # weight of the unlikelihood term (paper: 10); 0 = sigma-weighted SFT
+    log_floor: float = Field(gt=0, le=0.1)  # 1-p is floored here before the log, so the unlikelihood term stays finite
+    seed: int = Field(ge=0)
+    epochs: float = Field(gt=0)  # passes over the dialogues (paper: 1)
+    batch_size: int = Field(ge=1)  # per device and micro-batch; a step is batch_size x accumulation x devices (paper: 8)
+    gradient_accumulation_steps: int = Field(ge=1)
+    lr: float = Field(gt=0, le=1.0)  # paper: 1e-6 for a 7B model from LLaVA-1.5
+    lr_scheduler: Literal["cosine", "linear", "constant"]
+    warmup_ratio: float = Field(ge=0, lt=1)
+    weight_decay: float = Field(ge=0, le=1.0)
+    max_grad_norm: float = Field(gt=0)
+    save_steps: int = Field(ge=0)  # checkpoint every N optimiser steps (0: none); resume with `resume`
+    resume: bool  # continue from the newest checkpoint in `out_dir`/checkpoints
+    logging_steps: int = Field(ge=1)
+    bf16: bool  # bf16 mixed precision (GPU); the loss itself is always computed in fp32
+    gradient_checkpointing: bool  # recompute activations in the backward pass: less memory, ~30% more time
+    sort_micro_batches: bool  # each step's random examples go into micro-batches by length: less padding, same step
+    accelerate_config: Optional[str]  # an accelerate config file (accelerate/*.yaml): run under `accelerate launch`
+    threads: int = Field(ge=1, le=256)  # torch CPU threads
+    out_dir: str
 
     @model_validator(mode="after")
     def _floor_finite(self):
@@ -247,47 +243,42 @@ class RPLParams(_Group):
 # %% ../nbs/00_config.ipynb #47996f3f
 class CriticParams(_Group):
     "The learned critic (`critic.*`): the embedded LLaVA-Critic, trained on the judge's verdicts for candidate captions."
-    lr: float = Field(3e-4, gt=0, le=1.0)
-    epochs: float = Field(1.0, gt=0)
-    batch_size: int = Field(16, ge=1)
-    seed: int = Field(0, ge=0)
-    eval_images: int = Field(100, ge=2)        # validation images: captions of the first half choose the weights, of the second half measure them
-    select_every: int = Field(0, ge=0)         # optimiser steps between scorings on the first half (0: only at the end)
-    max_examples: Optional[int] = Field(None, ge=1)  # distinct judged captions trained on, spread over the scores (None: all)
-    eval_temperatures: list[float] = Field(default_factory=lambda: [0.0, 0.7, 1.2], min_length=1)
-    max_new_tokens: int = Field(96, ge=8, le=2048)  # length of a verdict
-    out_dir: str = "models/critic"
-
-    @model_validator(mode="after")
-    def _temps(self):
-        if bad := [t for t in self.eval_temperatures if not 0.0 <= t <= 5.0]: raise ValueError(f"eval_temperatures must lie in [0, 5], got {self.eval_temperatures}")
-        return self
+    lr: float = Field(gt=0, le=1.0)
+    epochs: float = Field(gt=0)
+    batch_size: int = Field(ge=1)
+    seed: int = Field(ge=0)
+    eval_images: int = Field(ge=2)  # validation images: captions of the first half choose the weights, of the second half measure them
+    select_every: int = Field(ge=0)  # optimiser steps between scorings on the first half (0: only at the end)
+    max_examples: Optional[int] = Field(ge=1)  # distinct judged captions trained on, spread over the scores (None: all)
+    eval_temperatures: list[Temperature] = Field(min_length=1)
+    max_new_tokens: int = Field(ge=8, le=2048)  # length of a verdict
+    out_dir: str
 
 # %% ../nbs/00_config.ipynb #234f7704
 class ReflectParams(_Group):
     "Reflective perception at inference, the paper's Algorithm 1 (`reflect.*`)."
-    n_turns: int = Field(3, ge=1, le=8)
-    stop_score: Optional[int] = Field(10, ge=1, le=10)  # an image stops once its answer scores this (10: a perfect answer is not asked again; None: all turns)
-    temperature: float = Field(0.0, ge=0, le=5)
-    batch_size: int = Field(64, ge=1)
-    max_new_tokens: int = Field(96, ge=1, le=2048)
-    seed: int = Field(0, ge=0)
+    n_turns: int = Field(ge=1, le=8)
+    stop_score: Optional[int] = Field(ge=1, le=10)  # an image stops once its answer scores this (10: a perfect answer is not asked again; None: all turns)
+    temperature: Temperature
+    batch_size: int = Field(ge=1)
+    max_new_tokens: int = Field(ge=1, le=2048)
+    seed: int = Field(ge=0)
 
 # %% ../nbs/00_config.ipynb #e7993d47
 class CompareParams(_Group):
     "The headline comparison on held-out images (`evaluate.*`): every policy x critic, per turn, and attention."
-    split: Split = "test"
-    n_images: int = Field(300, ge=1)
-    attention_images: int = Field(32, ge=0)     # dialogues teacher-forced with eager attention per system
-    heatmap_images: int = Field(3, ge=0)        # images whose per-turn attention maps are drawn
-    control_images: int = Field(150, ge=1)      # the first images of the split, on which every policy also runs the two control loops
-    n_boot: int = Field(2000, ge=100, le=100000)  # bootstrap replicates of every interval (reper.stats)
+    split: Split
+    n_images: int = Field(ge=1)
+    attention_images: int = Field(ge=0)  # dialogues teacher-forced with eager attention per system
+    heatmap_images: int = Field(ge=0)  # images whose per-turn attention maps are drawn
+    control_images: int = Field(ge=1)  # the first images of the split, on which every policy also runs the two control loops
+    n_boot: int = Field(ge=100, le=100000)  # bootstrap replicates of every interval (reper.stats)
 
 # %% ../nbs/00_config.ipynb #f2451a77
 class SweepParams(_Group):
     "Training seeds (`sweep.*`): one train + evaluate stage per (method, seed), oracle loop on the evaluation images."
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
-    methods: list[Literal["rpl", "sft", "dpo"]] = Field(default_factory=lambda: ["rpl", "sft", "dpo"], min_length=1)
+    seeds: list[int] = Field(min_length=1)
+    methods: list[Literal["rpl", "sft", "dpo"]] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _distinct(self):
@@ -299,14 +290,14 @@ class SweepParams(_Group):
 # %% ../nbs/00_config.ipynb #43fe9ef6
 class GridParams(_Group):
     "The validation grid (`grid.*`, stage rpl_grid): RPL's lr × epochs, then α, then the dialogues' score gap, by final-turn CAPTURE."
-    split: Split = "val"                         # never the evaluation split
-    n_images: int = Field(300, ge=1)
-    lrs: list[float] = Field(default_factory=lambda: [1e-5, 3e-5, 1e-4], min_length=1)
-    epochs: list[float] = Field(default_factory=lambda: [1.0, 2.0], min_length=1)
-    alphas: list[float] = Field(default_factory=lambda: [2.0, 10.0, 20.0], min_length=1)
-    gaps: list[float] = Field(default_factory=lambda: [1.0, 2.0, 3.0], min_length=1)
-    start_alpha: float = Field(10.0, ge=0, le=100)  # alpha of step 1 (the paper's)
-    start_gap: float = Field(1.0, gt=0, le=9)       # score gap of step 1
+    split: Split  # never the evaluation split
+    n_images: int = Field(ge=1)
+    lrs: list[float] = Field(min_length=1)
+    epochs: list[float] = Field(min_length=1)
+    alphas: list[float] = Field(min_length=1)
+    gaps: list[float] = Field(min_length=1)
+    start_alpha: float = Field(ge=0, le=100)  # alpha of step 1 (the paper's)
+    start_gap: float = Field(gt=0, le=9)  # score gap of step 1
 
     @model_validator(mode="after")
     def _values(self):
@@ -316,25 +307,36 @@ class GridParams(_Group):
             if not all(low < x < float("inf") for x in v): raise ValueError(f"{k} must be finite and {'> 0' if low == 0 else '>= 0'}, got {v}")
         return self
 
+# %% ../nbs/00_config.ipynb #e040c107
+class PathsParams(_Group):
+    "The reflection dataset's files (`paths.*`), written by steps 1-4 and read by training: dvc.yaml names them as `${paths.*}`."
+    candidates: str   # step 1: sampled captions, one record per (image, temperature) job
+    judgements: str   # step 2: the judge's score and reason per job
+    references: str   # step 3a: reference captions per image
+    rule_scores: str  # step 3: the rule-based factual score per job
+    dialogues: str    # step 4: the multi-turn reflection dialogues
+
 # %% ../nbs/00_config.ipynb #b1605e96
 class Params(_Group):
     "The whole of `params.yaml`."
-    data: DataParams = DataParams()
-    model: ModelParams = ModelParams()
-    pretrain: PretrainParams = PretrainParams()
-    evaluate_base: EvaluateParams = EvaluateParams()
-    candidates: CandidatesParams = CandidatesParams()
-    judge: JudgeParams = JudgeParams()
-    references: ReferencesParams = ReferencesParams()
-    rule_score: RuleScoreParams = RuleScoreParams()
-    dialogue: DialogueParams = DialogueParams()
-    dpo: DPOParams = DPOParams()
-    rpl: RPLParams = RPLParams()
-    critic: CriticParams = CriticParams()
-    reflect: ReflectParams = ReflectParams()
-    evaluate: CompareParams = CompareParams()
-    sweep: SweepParams = SweepParams()
-    grid: GridParams = GridParams()
+    device: Literal["auto", "cpu", "cuda"]  # every stage that computes: auto takes a GPU when one is visible
+    paths: PathsParams
+    data: DataParams
+    model: ModelParams
+    pretrain: PretrainParams
+    evaluate_base: EvaluateParams
+    candidates: CandidatesParams
+    judge: JudgeParams
+    references: ReferencesParams
+    rule_score: RuleScoreParams
+    dialogue: DialogueParams
+    dpo: DPOParams
+    rpl: RPLParams
+    critic: CriticParams
+    reflect: ReflectParams
+    evaluate: CompareParams
+    sweep: SweepParams
+    grid: GridParams
 
     @model_validator(mode="after")
     def _patches_fit(self):
@@ -347,7 +349,7 @@ class Params(_Group):
     def _sizes_fit(self):
         "Image counts no larger than their split, and a context that holds the image tokens (the embedded scenes)."
         if self.data.source != "scenes": return self
-        size = dict(train=self.data.n_train, val=self.data.n_val, test=self.data.n_test, reflect=self.data.n_reflect)
+        size = self.data.split_sizes
         need = [("evaluate_base.n_images", self.evaluate_base.n_images, self.evaluate_base.split),
                 ("candidates.n_images", self.candidates.n_images, self.candidates.split),
                 ("evaluate.n_images", self.evaluate.n_images, self.evaluate.split), ("grid.n_images", self.grid.n_images, self.grid.split),
@@ -383,32 +385,19 @@ def _describe(err: ValidationError, path) -> str:
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"])
         if e["type"] == "extra_forbidden": msg = "unknown key"
+        elif e["type"] == "missing": msg = "missing; every value lives in the params file"
         else: msg = e["msg"].removeprefix("Value error, ")
         got = e.get("input")
         got = "" if e["type"] == "missing" or isinstance(got, dict) else f"got {got!r}; "
         lines.append(f"{path}: {key + ': ' if key else ''}{got}{msg}")
     return "\n".join(lines)
 
-# %% ../nbs/00_config.ipynb #aa014424
-def missing_keys(model: type[BaseModel], raw: dict, prefix: str = "") -> list[str]:
-    "Dotted keys that `model` defines but `raw` leaves out (recursing into groups)."
-    out = []
-    for name, f in model.model_fields.items():
-        key = prefix + name
-        if name not in raw: out.append(key)
-        elif isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel) and isinstance(raw[name], dict):
-            out += missing_keys(f.annotation, raw[name], key + ".")
-    return out
-
 # %% ../nbs/00_config.ipynb #e19f3a3f
-def parse_params(raw: dict, path="params.yaml", complete: bool = False) -> Params:
-    "Validate a params dict, raising `ParamsError` that names `path` and each bad key; `complete`: every key must be given."
+def parse_params(raw: dict, path="params.yaml") -> Params:
+    "Validate a params dict (every key required: the schema has no defaults), raising `ParamsError` that names `path` and each bad key."
     if not isinstance(raw, dict): raise ParamsError(f"{path}: expected a mapping of stage groups, got {type(raw).__name__}")
-    try: p = Params.model_validate(raw)
+    try: return Params.model_validate(raw)
     except ValidationError as e: raise ParamsError(_describe(e, path)) from None
-    if complete and (miss := missing_keys(Params, raw)):
-        raise ParamsError("\n".join(f"{path}: {k}: missing; every value lives in the params file" for k in miss))
-    return p
 
 # %% ../nbs/00_config.ipynb #affff73f
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -445,7 +434,7 @@ def load_params(path="params.yaml", profile=None) -> Params:
     "Read and validate `path` (every key required), overlaid with the keys of the `profile` file if given; the first thing every stage does."
     raw = read_yaml(path)
     if profile is not None: raw, path = overlay(raw, read_yaml(profile), profile), f"{path} + {profile}"
-    return parse_params(raw, path, complete=True)
+    return parse_params(raw, path)
 
 # %% ../nbs/00_config.ipynb #98f7df99
 def profile_cli():
@@ -458,74 +447,7 @@ def profile_cli():
     merged = overlay(read_yaml(a.params), read_yaml(a.profile), a.profile)
     write_text_atomic(a.out or a.params, f"# {a.params} overlaid with {a.profile} by reper-profile\n" + yaml.safe_dump(merged, sort_keys=False))
 
-# %% ../nbs/00_config.ipynb #64934f74
-@contextlib.contextmanager
-def atomic_path(dest, is_dir=False):
-    "Yield a temporary path beside `dest`; on success move it onto `dest`, on error remove it."
-    dest = Path(dest); dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent)) if is_dir else \
-          dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    try:
-        yield tmp
-        if is_dir and dest.exists(): shutil.rmtree(dest)
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists(): shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
-
-# %% ../nbs/00_config.ipynb #72463aba
-def write_text_atomic(dest, text: str):
-    "Write `text` to `dest` atomically."
-    with atomic_path(dest) as tmp: Path(tmp).write_text(text)
-
-# %% ../nbs/00_config.ipynb #0a6140d5
-def write_json(dest, obj):
-    "Write `obj` as indented JSON to `dest`, atomically; NaN and infinities become null (DVC and browsers reject them)."
-    def clean(x):
-        if isinstance(x, float) and (x != x or x in (float("inf"), float("-inf"))): return None
-        if isinstance(x, dict): return {k: clean(v) for k, v in x.items()}
-        if isinstance(x, (list, tuple)): return [clean(v) for v in x]
-        return x
-    write_text_atomic(dest, json.dumps(clean(obj), indent=1))
-
-# %% ../nbs/00_config.ipynb #4380076c
-def write_jsonl(dest, records) -> int:
-    "Write `records` (dicts) to `dest` as JSON lines, atomically; returns how many."
-    lines = [json.dumps(r, ensure_ascii=False) + "\n" for r in records]
-    write_text_atomic(dest, "".join(lines))
-    return len(lines)
-
-# %% ../nbs/00_config.ipynb #0fd68fb1
-class RecordError(ValueError):
-    "A malformed JSON-lines record; the message names the file and line."
-
-# %% ../nbs/00_config.ipynb #7993a2a4
-def read_jsonl(path, required: tuple = ()) -> list[dict]:
-    "Records of a JSON-lines file; `RecordError` naming file and line for bad JSON or a missing `required` key."
-    path, out = Path(path), []
-    if not path.exists(): raise RecordError(f"{path}: no such file (has the stage that writes it run?)")
-    for ln, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip(): continue
-        try: rec = json.loads(line)
-        except json.JSONDecodeError as e: raise RecordError(f"{path}:{ln}: not valid JSON ({e})") from None
-        if miss := [k for k in required if k not in rec]: raise RecordError(f"{path}:{ln}: record lacks {miss}")
-        out.append(rec)
-    return out
-
-# %% ../nbs/00_config.ipynb #722598ff
-def seed_everything(seed: int):
-    "Seed python, numpy and torch."
-    import numpy as np, torch
-    random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
-
 # %% ../nbs/00_config.ipynb #aa40e55c
 def base_policy_path(P: Params) -> str:
     "Folder of the base policy: `model.name_or_path` when set, else `pretrain.out_dir`."
     return P.model.name_or_path or P.pretrain.out_dir
-
-# %% ../nbs/00_config.ipynb #87956a8e
-def pick_device(device: str = "auto") -> str:
-    "Resolve `auto` to `cuda` when a GPU is visible, else `cpu`; refuse `cuda` without one."
-    import torch
-    if device == "auto": return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available(): raise ParamsError("device 'cuda' asked for, but no GPU is visible")
-    return device

@@ -11,18 +11,18 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 from .config import RPLParams
-from .judge import CRITIC_PROMPT, Judgement, feedback_text
+from .judge import CRITIC_PROMPT, ModelJudge
+from .feedback import Judgement, feedback_text
 from transformers import TrainerCallback
-from .judge import ModelJudge
 from .rpl import ReflectionExamples, train_rpl
 
 # %% auto #0
 __all__ = ['QUALITY_KEYS', 'critic_verdict', 'critic_records', 'critic_rpl_params', 'train_critic', 'critic_pairs',
-           'pairs_quality', 'critic_quality', 'quality_intervals', 'SelectOnValidation']
+           'pairs_quality', 'critic_quality', 'quality_intervals', 'SelectOnValidation', 'critic_main']
 
 # %% ../nbs/0d_critic.ipynb #eb3fd9ce
 def critic_verdict(score: int, reason: str) -> str:
-    "The critic's answer: 'A score of N is given to this caption. <reason>', the feedback without its question."
+    "The critic's answer: the feedback (`SCORE_SENTENCE` and the reason) without its question."
     return feedback_text(score, reason, ask=False)
 
 # %% ../nbs/0d_critic.ipynb #da2b2dd3
@@ -136,3 +136,54 @@ class SelectOnValidation(TrainerCallback):
         if self.best_state is None: raise RuntimeError("no weights were scored: did training run?")
         model.load_state_dict(self.best_state)
         return max(self.history, key=lambda h: h["spearman"] if np.isfinite(h["spearman"]) else -np.inf)
+
+# %% ../nbs/0d_critic.ipynb #53d725d3
+def critic_main(params_path: str = "params.yaml") -> dict:
+    "Train, choose and measure the learned critic for `params_path`; save it to `critic.out_dir`; a summary."
+    import time
+    from reper.config import load_params, base_policy_path
+    from reper.runtime import pick_device, seed_everything
+    from reper.items import images_by_id
+    from reper.scenes import load_scenes
+    from reper.model import load_policy, save_policy
+    from reper.generate import generate_answers, caption_dialogue
+    from reper.judge import judge_captions
+    from reper.feedback import JudgeItem
+    from reper.oracle import OracleJudge
+    from reper.dialogues import load_judged
+    P = load_params(params_path)
+    C, device = P.critic, pick_device(P.device)
+    seed_everything(C.seed)
+    cands = load_judged(P.paths)
+    records, n_unscored, n_repeated = critic_records(cands, C.max_examples, C.seed)
+    items, by_id = images_by_id(P.data, P.candidates.split, [r["id"] for r in records])
+    # held-out captions of validation images, judged by the oracle: the first half chooses the weights, the second measures them
+    val, val_im, _ = load_scenes(P.data.root, "val", P.data.on_bad_image, limit=C.eval_images)
+    base, bproc = load_policy(base_policy_path(P), device, P.model.dtype)
+    n_t = len(C.eval_temperatures)
+    caps = generate_answers(base, bproc, [caption_dialogue(s.instruction) for s in val] * n_t, val_im * n_t,
+                            [t for t in C.eval_temperatures for _ in val], P.reflect.max_new_tokens, P.reflect.batch_size, P.model.max_length,
+                            C.seed, progress=False)
+    held = [JudgeItem(c["text"], s.instruction, im, s) for c, s, im in zip(caps, val * n_t, val_im * n_t)]
+    half = {s.id for s in val[: len(val) // 2]}
+    select_items, report_items = [it for it in held if it.scene.id in half], [it for it in held if it.scene.id not in half]
+    oracle = OracleJudge(P.judge.feedback)
+    model, proc = load_policy(base_policy_path(P), "cpu", P.model.dtype)
+    rp = critic_rpl_params(P.rpl, C.lr, C.epochs, C.batch_size, C.seed, C.out_dir)
+    sel = SelectOnValidation(proc, select_items, judge_captions(oracle, select_items, progress=False), P.judge.unparseable_retries,
+                             P.reflect.batch_size, C.max_new_tokens, C.select_every)
+    t0 = time.time()
+    trainer = train_critic(model.to(device), proc, records, by_id, rp, P.model.max_length, device, callbacks=[sel])
+    train_s = time.time() - t0
+    chosen = sel.restore(model)
+    save_policy(model.eval(), proc, C.out_dir)
+    critic = judge_captions(ModelJudge(model.to(device), proc, P.judge.unparseable_retries, P.reflect.batch_size, C.max_new_tokens),
+                            report_items, progress=False)
+    oracle_v = judge_captions(oracle, report_items, progress=False)
+    pairs = critic_pairs(critic, oracle_v)
+    return dict(examples=len(records), images=len(items), unscored_candidates=n_unscored, repeated_captions=n_repeated,
+                judge_scores=[c["judge_score"] for c in cands if c["judge_score"] is not None],
+                select_captions=len(select_items), report_captions=len(report_items), steps=trainer.state.global_step,
+                chosen_step=chosen["step"], chosen_spearman=chosen["spearman"], selection=sel.history, train_seconds=round(train_s, 1),
+                log_history=trainer.state.log_history, quality=pairs_quality(pairs) | quality_intervals(pairs, n_boot=P.evaluate.n_boot),
+                pairs=pairs, report_items=report_items, critic=critic, oracle=oracle_v)

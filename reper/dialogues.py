@@ -9,13 +9,13 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 import numpy as np
-from .config import DialogueParams
+from .config import DialogueParams, PathsParams
 from .generate import generate_answers, caption_dialogue
-from .judge import reflection_messages
+from .feedback import reflection_messages
 
 # %% auto #0
-__all__ = ['candidate_jobs', 'shard', 'sample_candidates', 'merge_shards', 'candidates_cli', 'judged_candidates', 'choose_chain',
-           'sigma', 'dialogue_record', 'build_dialogues']
+__all__ = ['candidate_jobs', 'shard', 'sample_candidates', 'merge_shards', 'candidates_cli', 'judged_candidates', 'load_judged',
+           'choose_chain', 'sigma', 'dialogue_record', 'build_dialogues']
 
 # %% ../nbs/09_dialogues.ipynb #f2f2cc05
 def candidate_jobs(n_images: int, temperatures: list[float]) -> list[tuple[int, int, float]]:
@@ -52,15 +52,18 @@ def candidates_cli():
     "Sample `candidates.*` from the base policy, split across the processes of `accelerate launch` (or one)."
     import argparse, os
     from accelerate import PartialState
-    from reper.config import base_policy_path, load_params, read_jsonl, write_jsonl, pick_device
+    from reper.config import base_policy_path, load_params
+    from reper.files import read_jsonl, write_jsonl
+    from reper.runtime import pick_device
     from reper.items import load_items
     from reper.model import load_policy
     ap = argparse.ArgumentParser(description=candidates_cli.__doc__)
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--out", default="reflection/candidates.jsonl")
+    ap.add_argument("--out", default=None, help="default: paths.candidates")
     a = ap.parse_args()
     P = load_params(a.params)
-    state = PartialState(cpu=pick_device(P.pretrain.device) == "cpu")  # cpu=True: gloo across processes started by torchrun
+    a.out = a.out or P.paths.candidates
+    state = PartialState(cpu=pick_device(P.device) == "cpu")  # cpu=True: gloo across processes started by torchrun
     C = P.candidates
     items, images, _ = load_items(P.data, C.split, limit=C.n_images)
     model, proc = load_policy(base_policy_path(P), state.device, P.model.dtype)
@@ -90,6 +93,14 @@ def judged_candidates(candidates: list[dict], judgements: list[dict], rule_score
         out.append({**c, "judge_score": j["score"], "reason": j["reason"]})
         if rule_scores is not None: out[-1]["rule_score"] = tables["rule_scores"][c["job"]]["capture"]
     return out
+
+# %% ../nbs/09_dialogues.ipynb #f1b38594
+def load_judged(paths: PathsParams, rule: bool = False) -> list[dict]:
+    "The candidates of `paths.candidates` joined with `paths.judgements` (and `paths.rule_scores` when `rule`)."
+    from reper.files import read_jsonl
+    cands = read_jsonl(paths.candidates, ("job", "id", "text", "temperature"))
+    return judged_candidates(cands, read_jsonl(paths.judgements, ("job", "score", "reason")),
+                             read_jsonl(paths.rule_scores, ("job", "capture")) if rule else None)
 
 # %% ../nbs/09_dialogues.ipynb #1b9f62b6
 def choose_chain(cands: list[dict], dp: DialogueParams) -> list[dict]:

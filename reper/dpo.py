@@ -103,22 +103,32 @@ def train_dpo(model, processor, train_ds: Dataset, dp: DPOParams, max_length: in
     return trainer.state.log_history
 
 # %% ../nbs/0b_dpo.ipynb #aab9a524
-def dpo_main(params_path: str = "params.yaml", overrides: dict | None = None) -> dict:
-    "Train the DPO policy for `params_path` (with `dpo.*` `overrides`) and save it to `dpo.out_dir`; a summary."
-    from reper.config import load_params, read_jsonl, pick_device, seed_everything, base_policy_path
+def dpo_main(params_path: str = "params.yaml", overrides: dict | None = None, live=None) -> dict:
+    "Train the DPO policy for `params_path` (with `dpo.*` `overrides`), save it and its pairs to `dpo.out_dir`; a summary."
+    import time
+    from reper.config import load_params, base_policy_path
+    from reper.files import write_jsonl
+    from reper.runtime import pick_device, seed_everything
     from reper.items import images_by_id
     from reper.model import load_policy, save_policy
-    from reper.dialogues import judged_candidates
+    from reper.dialogues import load_judged
     P = load_params(params_path)
     D = P.dpo.model_copy(update=overrides or {})
     seed_everything(D.seed)
-    cands = judged_candidates(read_jsonl("reflection/candidates.jsonl", ("job", "id", "text", "temperature")),
-                              read_jsonl("reflection/judgements.jsonl", ("job", "score", "reason")))
+    cands = load_judged(P.paths)
     items, by_id = images_by_id(P.data, P.candidates.split, [c["id"] for c in cands])
     pairs, stats = dpo_pairs(items, cands, P.dialogue)
-    device = pick_device(D.device)
+    device = pick_device(P.device)
     model, processor = load_policy(base_policy_path(P), device, P.model.dtype)
     ds = preference_dataset(pairs, by_id, processor.tokenizer)
-    hist = train_dpo(model, processor, ds, D, P.model.max_length, f"{D.out_dir}.trainer", device)
-    save_policy(model.eval(), processor, D.out_dir)
-    return dict(n_pairs=len(pairs), steps=max((h.get("step", 0) for h in hist), default=0), counts=dict(stats))
+    ref_logps = completion_logps(model, processor, ds, 32, P.model.max_length)  # (N, 2) the base policy: DPO's reference
+    t0 = time.time()
+    hist = train_dpo(model, processor, ds, D, P.model.max_length, f"{D.out_dir}.trainer", device, live)
+    train_s = time.time() - t0
+    logps = completion_logps(model.eval(), processor, ds, 32, P.model.max_length)
+    save_policy(model, processor, D.out_dir)
+    write_jsonl(f"{D.out_dir}/pairs.jsonl", pairs)
+    return dict(n_pairs=len(pairs), n_images=len(items), steps=max((h.get("step", 0) for h in hist), default=0), counts=dict(stats),
+                trainable=sum(p.numel() for p in model.parameters() if p.requires_grad), parameters=sum(p.numel() for p in model.parameters()),
+                train_seconds=train_s, final=preference_metrics(logps, ref_logps, D.beta), pairs=pairs, history=hist,
+                logps=logps, ref_logps=ref_logps)

@@ -105,7 +105,7 @@ def system_name(policy: str, loop: str = "oracle") -> str:
 def run_loop(model, processor, scenes, images, rp, max_length: int, loop: str = "oracle", learned=None, progress: bool = False,
              **labels) -> tuple[list, pd.DataFrame]:
     "`reflect` with the critic, feedback and reason mode of `loop` (`LOOPS`; `learned`: the learned critic); results and `reflection_rows`."
-    from reper.judge import OracleJudge
+    from reper.oracle import OracleJudge
     from reper.reflect import reflect
     critic, feedback, mode = LOOPS[loop]
     if critic == "learned" and learned is None: raise ValueError("the 'learned' loop needs the learned critic")

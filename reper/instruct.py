@@ -172,7 +172,9 @@ def flawed_caption(s: Scene, rng) -> str:
 # %% ../nbs/05a_instruct.ipynb #0e3fa821
 def tokenizer_corpus(scenes, seed: int = 0) -> list[str]:
     "Texts to train the tokenizer on: references, instructions, questions and answers, and the critic's side (feedback on flawed captions, its prompt)."
-    from reper.judge import CRITIC_PROMPT, feedback_text, oracle_judgement
+    from reper.judge import CRITIC_PROMPT
+    from reper.feedback import feedback_text
+    from reper.oracle import oracle_judgement
     rng, out = np.random.default_rng(seed), [*CAPTION_INSTRUCTIONS, *AGAIN_INSTRUCTIONS]
     for s in scenes:
         out += s.references

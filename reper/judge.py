@@ -1,4 +1,4 @@
-"""Step 2 of the reflection dataset: a 1–10 score with a reason for each caption, from the scene graph, an OpenAI-compatible endpoint or a local critic, behind one interface.
+"""Step 2 of the reflection dataset: a 1–10 score with a reason for each caption, from the scene graph (`reper.oracle`), an OpenAI-compatible endpoint or a local critic, behind one interface.
 
 Docs: https://reper-dev.github.io/reper/judge.html.md"""
 
@@ -6,172 +6,19 @@ Docs: https://reper-dev.github.io/reper/judge.html.md"""
 
 # %% ../nbs/07_judge.ipynb #c6d64296
 from __future__ import annotations
-import base64, email.utils, hashlib, http.client, json, math, os, re, time, urllib.error, urllib.request
+import json, time
 from collections import Counter
-from dataclasses import dataclass, asdict
-from datetime import datetime, timezone
-from pathlib import Path
-from typing import get_args
-from PIL import Image
+from dataclasses import asdict
 from tqdm import tqdm  # text bars: no ipywidgets warning, readable in executed notebooks
-from .config import JudgeParams, OpenAIJudgeParams, write_text_atomic
-from .scenes import Scene, INSTRUCTIONS, _listing, _png_bytes
-from .metrics import CaptionMatch, match_caption
+from .config import JudgeParams, OpenAIJudgeParams
+from .files import write_text_atomic
+from .scenes import _png_bytes
+from .feedback import JudgeItem, Judgement, SCORE_SENTENCE, parse_judgement
+from .oracle import OracleJudge
+from .endpoint import ChatClient, cache_key, chat_messages
 
 # %% auto #0
-__all__ = ['FEEDBACK_MODES', 'JUDGE_PROMPT', 'REASK', 'USAGE_KEYS', 'CRITIC_PROMPT', 'JudgeItem', 'Judgement', 'oracle_points',
-           'oracle_reason', 'oracle_judgement', 'parse_judgement', 'feedback_text', 'reflection_messages',
-           'OracleJudge', 'judge_captions', 'chat_messages', 'cache_key', 'JudgeError', 'api_key', 'retry_after',
-           'post_chat', 'OpenAIJudge', 'OpenAIReferences', 'usage_metrics', 'ModelJudge', 'make_judge']
-
-# %% ../nbs/07_judge.ipynb #6772ec85
-@dataclass
-class JudgeItem:
-    "What a judge sees: the caption, the instruction it answers, the image, and (oracle only) the scene graph."
-    caption: str
-    instruction: str = INSTRUCTIONS[0]
-    image: Image.Image | None = None
-    scene: Scene | None = None
-
-# %% ../nbs/07_judge.ipynb #35b99220
-@dataclass
-class Judgement:
-    "A judge's verdict on one caption; `score` is None when the judge never gave a parseable one."
-    score: int | None    # 1..10
-    reason: str
-    raw: str | None = None  # the judge's last reply (None for the oracle)
-    attempts: int = 0       # replies asked for (0: the oracle)
-
-# %% ../nbs/07_judge.ipynb #d79206f5
-def _recall(c: dict, k: str) -> float: return c[f"{k}_covered"] / c[f"{k}_gt"] if c[f"{k}_gt"] else 1.0
-
-def _false_relations(m: CaptionMatch) -> list:
-    "Claimed relations between two real (matched) entities that do not hold."
-    return [t for t in m.wrong_relations if t[0] in m.assign and t[2] in m.assign]
-
-def _repeats(m: CaptionMatch) -> int:
-    "The rubric's repeats: objects introduced again (one each, however often) and sentences said again that list no object again."
-    return len(m.parse.repeats) + len(m.parse.repeated_sentences)
-
-# %% ../nbs/07_judge.ipynb #552cd73d
-def oracle_points(m: CaptionMatch) -> dict:
-    "The rubric's points for a matched caption: authenticity (0-4), correctness (0-2), detail (0-4) and the 1-10 score."
-    c = m.counts
-    obj = _recall(c, "obj")
-    a = 4 * obj * max(0.0, 1 - 0.5 * len(m.hallucinated))
-    k = 2 * obj * max(0.0, 1 - 0.5 * (len(m.attr_errors) + len(_false_relations(m)) + _repeats(m)))
-    d = 4 * (obj + _recall(c, "attr") + _recall(c, "rel")) / 3
-    return dict(authenticity=a, correctness=k, detail=d, score=min(10, max(1, math.floor(a + k + d + 0.5))))
-
-# %% ../nbs/07_judge.ipynb #518340ae
-_PHRASE = {"left of": "to the left of", "right of": "to the right of", "above": "above", "below": "below"}
-def _a(words: str) -> str: return ("an " if words[0] in "aeiou" else "a ") + words
-
-# %% ../nbs/07_judge.ipynb #e8a7616c
-_NUMBERS = "zero one two three four five six seven eight nine ten".split()
-def _number(n: int) -> str: return _NUMBERS[n] if n < len(_NUMBERS) else str(n)
-def _times(n: int) -> str: return {1: "once", 2: "twice"}.get(n, f"{_number(n)} times")
-
-# %% ../nbs/07_judge.ipynb #3daa8032
-FEEDBACK_MODES = get_args(JudgeParams.model_fields["feedback"].annotation)  # ('named', 'counted'), from the params schema
-def _said(e) -> str: return " ".join(w for w in (e.colour, e.shape) if w)  # an entity in the caption's own words, size left out
-
-# %% ../nbs/07_judge.ipynb #07ee24a5
-def _attribute_error(m: CaptionMatch, e: int, kind: str, claimed: str, true: str, mode: str) -> str:
-    "A wrong colour or size: its true value (`named`), or that it is wrong, in the caption's words (`counted`)."
-    o = m.scene.objects[m.assign[e]]
-    if mode == "counted": return f"The {kind} of the {_said(m.parse.entities[e])} is wrong."
-    if kind == "size": return f"The {o.colour} {o.shape} is {true}, not {claimed}."
-    if sum(x.shape == o.shape for x in m.scene.objects) == 1: return f"The {o.shape} is {true}, not {claimed}."
-    return f"The {o.shape} it calls {claimed} is {true}."
-
-# %% ../nbs/07_judge.ipynb #121b2bfb
-def _relation_error(m: CaptionMatch, i: int, r: str, j: int, mode: str) -> str:
-    "A false relation: what is not so (`named`), or that a position is wrong, in the caption's words (`counted`)."
-    ents, objs = m.parse.entities, m.scene.objects
-    if mode == "counted": return f"The position of the {_said(ents[i])} relative to the {_said(ents[j])} is wrong."
-    return f"The {objs[m.assign[i]].name} is not {_PHRASE[r]} the {objs[m.assign[j]].name}."
-
-# %% ../nbs/07_judge.ipynb #25cfbdbe
-def _missed(m: CaptionMatch, mode: str) -> str:
-    "The objects no entity matches, named (`named`) or counted in words (`counted`)."
-    objs, n = m.scene.objects, len(m.missed)
-    if mode == "counted": return f"It misses {_number(n)} shape{'s' if n > 1 else ''}."
-    return f"It misses {_listing([f'the {objs[o].size} {objs[o].name}' for o in m.missed])}."
-
-# %% ../nbs/07_judge.ipynb #4d8c0e75
-def oracle_reason(m: CaptionMatch, mode: str = "named") -> str:
-    "Sentences naming the caption's errors, repeats and omissions, or what it gets right; `mode` 'counted' names nothing the caption did not say."
-    if mode not in FEEDBACK_MODES: raise ValueError(f"feedback mode must be one of {FEEDBACK_MODES}, got {mode!r}")
-    objs, ents, c, out = m.scene.objects, m.parse.entities, m.counts, []
-    if m.hallucinated:
-        names = [_a(ents[e].name) for e in m.hallucinated]
-        out.append(f"It mentions {_listing(names)} that {'is' if len(names) == 1 else 'are'} not in the image.")
-    out += [_attribute_error(m, *err, mode) for err in m.attr_errors]
-    out += [_relation_error(m, *t, mode) for t in _false_relations(m)]
-    out += [f"It mentions the {ents[e].name} {_times(k + 1)}." for e, k in m.parse.repeats.items()]
-    if n := len(m.parse.repeated_sentences): out.append(f"It repeats {'a sentence' if n == 1 else _number(n) + ' sentences'}.")
-    if not ents: out.append("It describes none of the shapes in the image.")
-    elif not out and not m.missed and c["attr_covered"] == c["attr_gt"] and c["rel_covered"] == c["rel_gt"]:
-        n = len(objs)
-        out.append(f"It correctly describes {'the only shape' if n == 1 else f'all {n} shapes'} with "
-                   + ("their colours, sizes and positions." if c["rel_gt"] else "its colour and size." if n == 1 else "their colours and sizes."))
-    elif not out: out.append(f"What it describes is correct: {_listing(['the ' + ents[e].name for e in m.assign])}.")
-    if m.missed: out.append(_missed(m, mode))
-    for kind, given in (("colour", lambda e: ents[e].colour), ("size", lambda e: ents[e].sizes)):
-        if untold := [f"the {ents[e].name}" for e in m.assign if not given(e)]:
-            out.append(f"It does not give the {kind}{'s' if len(untold) > 1 else ''} of {_listing(untold)}.")
-    if len(m.assign) > 1 and c["rel_covered"] < c["rel_gt"]:
-        out.append(f"It does not say where {'some of ' if c['rel_covered'] else ''}the shapes are relative to each other.")
-    return " ".join(out)
-
-# %% ../nbs/07_judge.ipynb #5e6f280b
-def oracle_judgement(caption, scene: Scene, mode: str = "named") -> Judgement:
-    "Score and reason for `caption` from the ground-truth `scene`, the reason in feedback `mode` ('named' or 'counted')."
-    m = match_caption(caption, scene)
-    return Judgement(oracle_points(m)["score"], oracle_reason(m, mode))
-
-# %% ../nbs/07_judge.ipynb #46df1cfe
-_SCORE = re.compile(r"\bscore\b[\s*_:=\-]*(?:(?:of|is)\s+)?[\s*_]*(\d+(?:\.\d+)?)\b(?:\s*(?:/|out of)\s*10\b)?", re.I)
-_OUT_OF = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)\s*(?:/|out of)\s*10\b", re.I)
-_REASON = re.compile(r"\breason\b[\s*_]*[:\-][\s*_]*(.*)", re.I | re.S)
-
-# %% ../nbs/07_judge.ipynb #e874c025
-def parse_judgement(text) -> tuple[int | None, str]:
-    "`(score, reason)` from a judge's reply; score None when there is no integer score in 1..10."
-    text = str(text or "").strip()
-    m = _SCORE.search(text) or _OUT_OF.search(text)
-    score = float(m.group(1)) if m else None
-    if score is None or score != int(score) or not 1 <= score <= 10: return None, text
-    r = _REASON.search(text)
-    reason = r.group(1) if r else re.sub(r"^[^.\n]*[.\n]?", "", text[m.end():], count=1)  # drop the rest of the score's sentence
-    return int(score), reason.strip().strip("*_ ").strip()
-
-# %% ../nbs/07_judge.ipynb #902834c3
-def feedback_text(score: int, reason: str, ask: bool = True) -> str:
-    "The verdict as the policy reads it: 'A score of N is given to this caption. <reason>', then 'Could you generate a better one?' when `ask`."
-    if score is None: raise ValueError("an unscored judgement gives no feedback")
-    return " ".join(s for s in (f"A score of {score} is given to this caption.", reason.strip(), "Could you generate a better one?" * ask) if s)
-
-# %% ../nbs/07_judge.ipynb #5b7c9e21
-def reflection_messages(instruction: str, turns: list[tuple[str, int, str]]) -> list[dict]:
-    "The chat of a reflection dialogue from its (answer, score, reason) turns: instruction, answer, feedback, answer, …, last answer."
-    msgs = [{"role": "user", "text": instruction}]
-    for k, (text, _, _) in enumerate(turns):
-        if k: msgs.append({"role": "user", "text": feedback_text(*turns[k - 1][1:])})
-        msgs.append({"role": "assistant", "text": text})
-    return msgs
-
-# %% ../nbs/07_judge.ipynb #8c7b6795
-class OracleJudge:
-    "The ground-truth judge: `oracle_judgement` on each item's scene, reasons in `feedback` mode ('named' or 'counted')."
-    def __init__(self, feedback: str = "named"):
-        if feedback not in FEEDBACK_MODES: raise ValueError(f"feedback mode must be one of {FEEDBACK_MODES}, got {feedback!r}")
-        self.feedback, self.usage = feedback, Counter()
-    def __call__(self, items: list[JudgeItem]) -> list[Judgement]:
-        if any(it.scene is None for it in items): raise ValueError("the oracle judge needs each item's scene")
-        self.usage["judged"] += len(items)
-        return [oracle_judgement(it.caption, it.scene, self.feedback) for it in items]
+__all__ = ['JUDGE_PROMPT', 'REASK', 'CRITIC_PROMPT', 'judge_captions', 'OpenAIJudge', 'ModelJudge', 'make_judge']
 
 # %% ../nbs/07_judge.ipynb #2ff4e971
 def judge_captions(judge, items: list[JudgeItem], chunk: int = 16, progress: bool = True) -> list[Judgement]:
@@ -200,82 +47,22 @@ Score: N
 Reason: <one or two sentences naming what is wrong or missing, or what is right>"""
 REASK = "Your reply has no score. Reply again in exactly this format:\nScore: N\nReason: <reason>"
 
-# %% ../nbs/07_judge.ipynb #23b823df
-def chat_messages(prompt: str, png: bytes) -> list[dict]:
-    "The one user message: the prompt text and the image as a base64 PNG data URL."
-    url = "data:image/png;base64," + base64.b64encode(png).decode()
-    return [{"role": "user", "content": [{"type": "text", "text": prompt}, {"type": "image_url", "image_url": {"url": url}}]}]
-
-# %% ../nbs/07_judge.ipynb #65ea2b6f
-def cache_key(model: str, prompt: str, png: bytes) -> str:
-    "SHA-256 hex of (model, prompt, image hash): the name of a cached verdict."
-    return hashlib.sha256(json.dumps([model, prompt, hashlib.sha256(png).hexdigest()]).encode()).hexdigest()
-
-# %% ../nbs/07_judge.ipynb #b5a09a9f
-class JudgeError(RuntimeError):
-    "A judge endpoint failed for good; the message names the URL and the status, never the API key."
-
-# %% ../nbs/07_judge.ipynb #eb36afd4
-def api_key(env: str, url: str) -> str:
-    "The API key in environment variable `env`, read now; a `JudgeError` naming the variable when unset."
-    if not (key := os.environ.get(env, "").strip()): raise JudgeError(f"environment variable {env} is not set: export it with the API key for {url}")
-    return key
-
-# %% ../nbs/07_judge.ipynb #11ff2290
-def retry_after(value) -> float | None:
-    "Seconds to wait from a Retry-After header (seconds or an HTTP date); None when absent or unreadable."
-    if not value: return None
-    try: return max(0.0, float(value))
-    except ValueError: pass
-    try: return max(0.0, (email.utils.parsedate_to_datetime(value) - datetime.now(timezone.utc)).total_seconds())
-    except (TypeError, ValueError): return None
-
-# %% ../nbs/07_judge.ipynb #a41c1a95
-def post_chat(url: str, body: dict, key: str, op: OpenAIJudgeParams, usage: Counter, sleep=time.sleep) -> dict:
-    "POST `body` as JSON with retries and backoff; the decoded JSON reply, or a `JudgeError` naming the URL and status."
-    scrub = lambda s: str(s).replace(key, "[api key]")[:300]  # a server could echo the key back
-    req = lambda: urllib.request.Request(url, json.dumps(body).encode(), method="POST",
-                                         headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"})
-    for attempt in range(op.max_retries + 1):
-        usage["requests"] += 1
-        try:
-            with urllib.request.urlopen(req(), timeout=op.timeout_s) as r: return json.loads(r.read())
-        except urllib.error.HTTPError as e:
-            status, wait = f"HTTP {e.code} {scrub(e.read().decode(errors='replace'))}", retry_after(e.headers.get("Retry-After"))
-            if e.code != 429 and e.code < 500: raise JudgeError(f"POST {url}: {status}") from None
-        except (OSError, http.client.HTTPException) as e:  # timeouts, refused or dropped connections
-            status, wait = f"{type(e).__name__}: {scrub(e)}", None
-        except json.JSONDecodeError: raise JudgeError(f"POST {url}: the reply is not JSON") from None
-        if attempt < op.max_retries:
-            usage["retries"] += 1
-            sleep(min(600.0, wait) if wait is not None else op.backoff_s * 2 ** attempt)
-    raise JudgeError(f"POST {url}: gave up after {op.max_retries + 1} attempts; last: {status}")
-
 # %% ../nbs/07_judge.ipynb #28ead801
 class OpenAIJudge:
-    "A judge behind an OpenAI-compatible `POST {base_url}/chat/completions`, with a disk cache."
+    "A judge behind an OpenAI-compatible endpoint (`reper.endpoint.ChatClient`), its verdicts cached on disk."
     def __init__(self, op: OpenAIJudgeParams, unparseable_retries: int = 2, sleep=time.sleep):
-        self.op, self.retries, self.sleep, self.usage = op, unparseable_retries, sleep, Counter()
-        self.url, self.cache = op.base_url.rstrip("/") + "/chat/completions", Path(op.cache_dir)
-
-    def ask(self, messages: list[dict], model: str | None = None) -> str:
-        "One reply to `messages` from `model` (default: the judge's), its token usage counted."
-        body = dict(model=model or self.op.model, messages=messages, max_tokens=self.op.max_tokens, temperature=0)
-        reply = post_chat(self.url, body, api_key(self.op.api_key_env, self.url), self.op, self.usage, self.sleep)
-        for k in ("prompt_tokens", "completion_tokens"): self.usage[k] += int((reply.get("usage") or {}).get(k) or 0)
-        try: content = reply["choices"][0]["message"]["content"]
-        except (KeyError, IndexError, TypeError): raise JudgeError(f"POST {self.url}: reply has no choices[0].message.content") from None
-        return "".join(p.get("text", "") for p in content) if isinstance(content, list) else str(content or "")
+        self.client, self.op, self.retries = ChatClient(op, sleep), op, unparseable_retries
+        self.url, self.usage = self.client.url, self.client.usage
 
     def judge(self, it: JudgeItem) -> Judgement:
         "The cached verdict on `it`, or a new one: asked, re-asked while unparseable, then cached."
         if it.image is None: raise ValueError("the openai judge needs each item's image")
         prompt, png = JUDGE_PROMPT.format(instruction=it.instruction, caption=it.caption), _png_bytes(it.image)
-        path = self.cache / f"{cache_key(self.op.model, prompt, png)}.json"
+        path = self.client.cache / f"{cache_key(self.op.model, prompt, png)}.json"
         if path.exists(): self.usage["cache_hits"] += 1; return Judgement(**json.loads(path.read_text()))
         messages = chat_messages(prompt, png)
         for attempt in range(1, self.retries + 2):
-            reply = self.ask(messages)
+            reply = self.client.ask(messages)
             score, reason = parse_judgement(reply)
             if score is not None: break
             self.usage["unparseable"] += 1
@@ -287,41 +74,9 @@ class OpenAIJudge:
 
     def __call__(self, items: list[JudgeItem]) -> list[Judgement]: return [self.judge(it) for it in items]
 
-# %% ../nbs/07_judge.ipynb #8f4b2d61
-class OpenAIReferences:
-    "Reference captions from each of `models` behind the judge's OpenAI-compatible endpoint, cached on disk."
-    def __init__(self, op: OpenAIJudgeParams, models: list[str], max_tokens: int = 500, sleep=time.sleep):
-        self.client, self.models = OpenAIJudge(op.model_copy(update=dict(max_tokens=max_tokens)), 0, sleep), list(models)
-        self.usage = self.client.usage
-
-    def caption(self, model: str, instruction: str, image) -> str:
-        "`model`'s (cached) caption of `image`, answering `instruction`; '' when it gave none."
-        png = _png_bytes(image)
-        path = self.client.cache / f"{cache_key(model, 'reference caption: ' + instruction, png)}.json"
-        if path.exists(): self.usage["cache_hits"] += 1; return json.loads(path.read_text())["text"]
-        text = self.client.ask(chat_messages(instruction, png), model).strip()
-        if not text: self.usage["empty"] += 1
-        write_text_atomic(path, json.dumps(dict(model=model, text=text)))
-        return text
-
-    def __call__(self, instructions: list[str], images: list, progress: bool = False) -> list[list[str]]:
-        "For each image, the non-empty captions of every model, in `models` order."
-        return [[t for m in self.models if (t := self.caption(m, ins, im))]
-                for ins, im in tqdm(zip(instructions, images), total=len(images), desc="references", disable=not progress)]
-
-# %% ../nbs/07_judge.ipynb #cd8f6ba5
-USAGE_KEYS = ("requests", "retries", "cache_hits", "prompt_tokens", "completion_tokens")
-
-def usage_metrics(usage: Counter, op: OpenAIJudgeParams | None = None) -> dict:
-    "A stage's usage log: `USAGE_KEYS` (0 when none), any other counts, and `cost_usd` when `op` is given."
-    out = {k: int(usage.get(k, 0)) for k in USAGE_KEYS} | {k: int(v) for k, v in usage.items() if k not in USAGE_KEYS}
-    if op is not None:
-        out["cost_usd"] = round((out["prompt_tokens"] * op.usd_per_mtok_prompt + out["completion_tokens"] * op.usd_per_mtok_completion) / 1e6, 6)
-    return out
-
 # %% ../nbs/07_judge.ipynb #0e92906a
 CRITIC_PROMPT = ('Here is a caption of this image: "{caption}" Rate it from 1 to 10 for authenticity, correctness and detail. '
-                 'Answer "A score of N is given to this caption." and give the reason.')
+                 f'Answer "{SCORE_SENTENCE.format(score="N")}" and give the reason.')
 
 # %% ../nbs/07_judge.ipynb #7181814e
 class ModelJudge:

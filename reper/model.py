@@ -12,7 +12,9 @@ import torch
 from tokenizers import Tokenizer, models, trainers, pre_tokenizers, decoders
 from transformers import (AutoProcessor, CLIPImageProcessorPil, CLIPVisionConfig, LlamaConfig, LlamaTokenizer, LlavaConfig,
                           LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerFast)
-from .config import ModelParams, atomic_path
+from .config import ModelParams
+from .files import atomic_path
+from .feedback import SCORE_SENTENCE, ASK
 
 # %% auto #0
 __all__ = ['IMAGE_TOKEN', 'SPECIAL_TOKENS', 'CHAT_TEMPLATE', 'SCAFFOLD_TEXTS', 'CHECKPOINT_RECORD', 'CLIP_MEAN', 'CLIP_STD',
@@ -48,8 +50,7 @@ CHAT_TEMPLATE = ("{% for m in messages %}{% if m['role'] == 'user' %}USER: "
                  "{% endif %}{% endfor %}")
 
 # %% ../nbs/03_model.ipynb #5e43bb78
-SCAFFOLD_TEXTS = ["USER: ASSISTANT:", "A score of 0 1 2 3 4 5 6 7 8 9 10 is given to this caption.",
-                  "Could you generate a better one?"]
+SCAFFOLD_TEXTS = ["USER: ASSISTANT:", SCORE_SENTENCE.format(score="0 1 2 3 4 5 6 7 8 9 10"), ASK]
 
 # %% ../nbs/03_model.ipynb #54ffa4f1
 def train_tokenizer(texts: list[str], vocab_size: int = 512) -> PreTrainedTokenizerFast:

@@ -10,7 +10,7 @@ import numpy as np, pandas as pd, torch
 from tqdm import tqdm  # text bars: no ipywidgets warning, readable in executed notebooks
 from .model import encode_dialogue
 from .generate import generate_answers, caption_dialogue
-from .judge import JudgeItem, feedback_text, reflection_messages
+from .feedback import JudgeItem, feedback_text
 from .metrics import score_captions
 from .pretrain import patch_labels
 

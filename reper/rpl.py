@@ -189,25 +189,27 @@ def turn_logprobs(model, processor, examples, max_length: int, batch_size: int =
     return {t: tot[t] / cnt[t] for t in sorted(tot) if cnt[t]}
 
 # %% ../nbs/0a_rpl.ipynb #ead595f4
-def rpl_main(params_path: str = "params.yaml", overrides: dict | None = None, dialogues: str = "reflection/dialogues.jsonl",
+def rpl_main(params_path: str = "params.yaml", overrides: dict | None = None, dialogues: str | None = None,
              live_dir: str | None = None) -> dict:
-    "Train the RPL policy for `params_path` (with `rpl.*` `overrides`) on `dialogues`; save it to `rpl.out_dir`/policy; a summary."
+    "Train the RPL policy for `params_path` (with `rpl.*` `overrides`) on `dialogues` (default: `paths.dialogues`); save it to `rpl.out_dir`/policy; a summary."
     from accelerate import PartialState
     from dvclive import Live
-    from reper.config import load_params, read_jsonl, pick_device, seed_everything, atomic_path, base_policy_path
+    from reper.config import load_params, base_policy_path
+    from reper.files import read_jsonl, atomic_path
+    from reper.runtime import pick_device, seed_everything
     from reper.items import images_by_id
     from reper.model import load_policy
     P = load_params(params_path)
     rp = P.rpl.model_copy(update=overrides or {})
-    state = PartialState(cpu=pick_device(rp.device) == "cpu")  # cpu=True: gloo across processes started by torchrun
+    state = PartialState(cpu=pick_device(P.device) == "cpu")  # cpu=True: gloo across processes started by torchrun
     seed_everything(rp.seed)
-    recs = read_jsonl(dialogues, required=("id", "messages", "turns"))
+    recs = read_jsonl(dialogues or P.paths.dialogues, required=("id", "messages", "turns"))
     by_id = images_by_id(P.data, P.candidates.split, [r["id"] for r in recs])[1]
     ds = ReflectionExamples(recs, by_id, on_missing=P.data.on_bad_image)  # skip: dialogues whose image was left out are counted
     model, proc = load_policy(base_policy_path(P), "cpu", P.model.dtype)
     counts = freeze_vision_side(model)
     live = Live(live_dir, dvcyaml=None, save_dvc_exp=False, report=None) if live_dir and state.is_main_process else None
-    trainer = train_rpl(model, proc, ds, rp, P.model.max_length, rp.out_dir, pick_device(rp.device), live=live)
+    trainer = train_rpl(model, proc, ds, rp, P.model.max_length, rp.out_dir, pick_device(P.device), live=live)
     policy = Path(rp.out_dir) / "policy"
     tmp = policy.with_name(policy.name + ".tmp")
     trainer.save_model(str(tmp))  # gathers FSDP / ZeRO-3 shards; writes on the main process only
@@ -225,7 +227,7 @@ def rpl_main(params_path: str = "params.yaml", overrides: dict | None = None, di
     return dict(summary, history=hist)
 
 # %% ../nbs/0a_rpl.ipynb #8fbbca26
-def launch_rpl(params_path: str = "params.yaml", overrides: dict | None = None, dialogues: str = "reflection/dialogues.jsonl",
+def launch_rpl(params_path: str = "params.yaml", overrides: dict | None = None, dialogues: str | None = None,
                live_dir: str | None = None) -> dict:
     "Run `rpl_main` here, or under `accelerate launch --config_file rpl.accelerate_config`; the summary either way."
     from reper.config import load_params
@@ -236,8 +238,8 @@ def launch_rpl(params_path: str = "params.yaml", overrides: dict | None = None, 
     import yaml
     summary = Path(rp.out_dir) / "summary.json"
     cfg = yaml.safe_load(Path(rp.accelerate_config).read_text())
-    args = ["-m", "reper.rpl", "--params", params_path, "--overrides", json.dumps(overrides or {}), "--dialogues", dialogues,
-            "--summary", str(summary), *(["--live-dir", live_dir] if live_dir else [])]
+    args = ["-m", "reper.rpl", "--params", params_path, "--overrides", json.dumps(overrides or {}),
+            "--summary", str(summary), *(["--dialogues", dialogues] if dialogues else []), *(["--live-dir", live_dir] if live_dir else [])]
     if cfg.get("distributed_type") == "MULTI_CPU":  # accelerate launch runs these as one process (it expects mpirun)
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(cfg["num_processes"]), *args]
     else: cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", rp.accelerate_config, *args]
@@ -248,11 +250,11 @@ def launch_rpl(params_path: str = "params.yaml", overrides: dict | None = None, 
 def rpl_cli():
     "Entry point of `accelerate launch -m reper.rpl --params params.yaml`."
     from accelerate import PartialState
-    from reper.config import write_text_atomic
+    from reper.files import write_text_atomic
     ap = argparse.ArgumentParser(description=rpl_cli.__doc__)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--overrides", default="{}", help="JSON dict of rpl.* values")
-    ap.add_argument("--dialogues", default="reflection/dialogues.jsonl")
+    ap.add_argument("--dialogues", default=None, help="default: paths.dialogues")
     ap.add_argument("--live-dir", default=None, help="dvclive folder")
     ap.add_argument("--summary", default=None, help="write the summary JSON here")
     a = ap.parse_args()

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 import numpy as np, pandas as pd
-from .config import RuleScoreParams, atomic_path
+from .config import RuleScoreParams
+from .files import atomic_path
 from .scenes import SHAPES, COLOURS, SIZES, RELATIONS, SYNONYMS, INVERSE
 from .metrics import tokenize, parse_caption
 
@@ -356,7 +357,7 @@ def capture_captions(captions, scenes, scorer: RuleScorer | None = None) -> pd.D
     "CAPTURE of `captions[k]` against `scenes[k].references`: one row per caption (id, capture, `{obj,attr,rel}_{precision,recall,f1}`)."
     captions, scenes = list(captions), list(scenes)
     if len(captions) != len(scenes): raise ValueError(f"{len(captions)} captions but {len(scenes)} scenes")
-    scorer = scorer or RuleScorer(RuleScoreParams(vocab="scenes", wordnet=False, embedding_model=None, parser_model=None))
+    scorer = scorer or RuleScorer(RuleScoreParams.model_construct(vocab="scenes", wordnet=False, embedding_model=None, parser_model=None))  # no parser: its keys go unread
     scorer.prepare([*captions, *(r for s in scenes for r in s.references)])
     cols = ["capture", *(f"{k}_{m}" for k in CAPTURE_WEIGHTS for m in ("precision", "recall", "f1"))]
     return pd.DataFrame([dict(id=s.id, **scorer(c, s.references)) for c, s in zip(captions, scenes)], columns=["id", *cols])

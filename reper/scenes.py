@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm  # text bars: no ipywidgets warning, readable in executed notebooks
-from .config import SPLITS, DataParams, atomic_path
+from .config import SPLITS, DataParams
+from .files import atomic_path
 
 # %% auto #0
 __all__ = ['SHAPES', 'COLOURS', 'SIZES', 'RELATIONS', 'INVERSE', 'SYNONYMS', 'INSTRUCTIONS', 'UNPINNED_START', 'SceneObject',
@@ -217,7 +218,7 @@ UNPINNED_START = 10**6  # first image index of the unpinned scenes (never writte
 
 def split_of(index: int, p: DataParams) -> str:
     "The split image `index` belongs to."
-    for split, end in zip(SPLITS, itertools.accumulate((p.n_train, p.n_val, p.n_test, p.n_reflect))):
+    for split, end in zip(SPLITS, itertools.accumulate(p.split_sizes.values())):
         if index < end: return split
     if index >= UNPINNED_START: return "unpinned"
     raise ValueError(f"image {index} is past the last split ({end} images: data.n_train + n_val + n_test + n_reflect)")
@@ -237,7 +238,7 @@ def make_scene(index: int, p: DataParams) -> tuple[Scene, Image.Image]:
 # %% ../nbs/01_scenes.ipynb #9c861e9a
 def unpinned_scenes(p: DataParams, n: int, start: int = UNPINNED_START) -> tuple[list[Scene], list[Image.Image]]:
     "`n` scenes and images past every split (indices from `start`), rendered in memory."
-    if start < p.n_train + p.n_val + p.n_test + p.n_reflect: raise ValueError(f"start {start} lies inside the pinned splits")
+    if start < sum(p.split_sizes.values()): raise ValueError(f"start {start} lies inside the pinned splits")
     pairs = [make_scene(k, p) for k in range(start, start + n)]
     return [s for s, _ in pairs], [im for _, im in pairs]
 
@@ -251,7 +252,7 @@ def _png_bytes(img: Image.Image) -> bytes:
 def make_scenes(p: DataParams, root=None, progress=True) -> dict:
     "Render the whole dataset into `root` (default `p.root`) atomically; return its summary."
     root = Path(root or p.root)
-    n = p.n_train + p.n_val + p.n_test + p.n_reflect
+    n = sum(p.split_sizes.values())
     with atomic_path(root, is_dir=True) as tmp:
         (tmp / "images").mkdir(); (tmp / "annotations").mkdir()
         records = {k: [] for k in SPLITS}

@@ -10,8 +10,9 @@ import json
 from pathlib import Path
 import itertools
 import pandas as pd
-from .config import load_params, read_jsonl, write_jsonl
-from .dialogues import judged_candidates, build_dialogues
+from .config import load_params
+from .files import write_jsonl
+from .dialogues import load_judged, build_dialogues
 
 # %% auto #0
 __all__ = ['METHODS', 'variant_name', 'variant_dialogues', 'train_variant', 'grid_step', 'grid_name', 'run_grid']
@@ -28,10 +29,8 @@ def variant_name(method: str, seed: int = 0) -> str:
 def variant_dialogues(P, min_gap: float, out_path) -> int:
     "Write the reflection dialogues built with `dialogue.min_gap = min_gap` to `out_path`; how many."
     from reper.items import load_items
-    cands = read_jsonl("reflection/candidates.jsonl", ("job", "id", "text", "temperature"))
-    items, _, _ = load_items(P.data, P.candidates.split, with_images=False, ids=[c["id"] for c in cands])
-    judged = judged_candidates(cands, read_jsonl("reflection/judgements.jsonl", ("job", "score", "reason")),
-                               read_jsonl("reflection/rule_scores.jsonl", ("job", "capture")))
+    judged = load_judged(P.paths, rule=True)
+    items, _, _ = load_items(P.data, P.candidates.split, with_images=False, ids=[c["id"] for c in judged])
     dialogues, _ = build_dialogues(items, judged, P.dialogue.model_copy(update=dict(min_gap=min_gap)))
     return write_jsonl(out_path, dialogues)
 
@@ -39,7 +38,7 @@ def variant_dialogues(P, min_gap: float, out_path) -> int:
 def train_variant(params_path: str, method: str, seed: int, rpl: dict | None = None, min_gap: float | None = None,
                   out_dir: str | None = None) -> Path:
     "Train variant (`method`, `seed`, with `rpl.*` overrides and a score gap) from the base policy into `out_dir`; the folder of its policy."
-    from reper.config import write_text_atomic
+    from reper.files import write_text_atomic
     P = load_params(params_path)
     out = Path(out_dir or f"models/variants/{variant_name(method, seed)}")
     plain = not rpl and min_gap is None
@@ -51,7 +50,7 @@ def train_variant(params_path: str, method: str, seed: int, rpl: dict | None = N
         from reper.dpo import dpo_main
         dpo_main(params_path, dict(seed=seed, out_dir=str(out / "policy")))
         return out / "policy"
-    dialogues = "reflection/dialogues.jsonl"
+    dialogues = None  # rpl_main reads paths.dialogues
     if min_gap is not None and min_gap != P.dialogue.min_gap:
         dialogues = str(out / "dialogues.jsonl"); variant_dialogues(P, min_gap, dialogues)
     from reper.rpl import launch_rpl

@@ -15,12 +15,14 @@ if __name__ == "__main__":
     ap.add_argument("root"); ap.add_argument("out"); ap.add_argument("--kill-at", type=int); ap.add_argument("--resume", action="store_true")
     a = ap.parse_args()
     os.chdir(a.root)
-    from reper.config import load_params, read_jsonl, seed_everything
+    from reper.config import load_params
+    from reper.files import read_jsonl
+    from reper.runtime import seed_everything
     from reper.scenes import load_scenes
     from reper.model import load_policy, save_policy
     from reper.rpl import ReflectionExamples, train_rpl
     P = load_params("params.yaml")
-    rp = P.rpl.model_copy(update=dict(save_steps=1, resume=a.resume, epochs=2.0, batch_size=2, lr=1e-3, threads=1, device="cpu"))
+    rp = P.rpl.model_copy(update=dict(save_steps=1, resume=a.resume, epochs=2.0, batch_size=2, lr=1e-3, threads=1))
     seed_everything(rp.seed)
     scenes, images, _ = load_scenes(P.data.root, P.candidates.split, P.data.on_bad_image, limit=P.candidates.n_images)
     ds = ReflectionExamples(read_jsonl("reflection/dialogues.jsonl"), {s.id: im for s, im in zip(scenes, images)})

@@ -2,7 +2,8 @@
 import json
 import torch
 from safetensors.torch import load_file
-from reper.config import load_params, read_jsonl
+from reper.config import load_params
+from reper.files import read_jsonl
 from reper.dialogues import judged_candidates
 
 def test_pairs_follow_the_dialogue_filters(smoke):

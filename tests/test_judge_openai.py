@@ -5,7 +5,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 from conftest import params_with
-from reper.judge import JudgeError, JudgeItem, OpenAIReferences, REASK, judge_captions, make_judge, usage_metrics
+from reper.judge import REASK, judge_captions, make_judge
+from reper.feedback import JudgeItem
+from reper.endpoint import JudgeError, usage_metrics
+from reper.references import OpenAIReferences
 from reper.scenes import make_scene
 
 KEY = "sk-test-0123456789abcdef"  # a fake key; it must reach the server and nothing else
@@ -63,7 +66,7 @@ def judge_for(server, tmp_path, monkeypatch, **op):
                                  "openai": dict(dict(base_url=server.url, api_key_env="REPER_TEST_KEY", cache_dir=str(tmp_path / "cache"),
                                                      backoff_s=0.05, timeout_s=5), **op)}}).judge
     j = make_judge(jp)
-    j.sleep = lambda s: (j.waits.append(s), time.sleep(s))
+    j.client.sleep = lambda s: (j.waits.append(s), time.sleep(s))  # the endpoint client (reper.endpoint) does the waiting
     j.waits = []
     return j
 

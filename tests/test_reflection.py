@@ -3,7 +3,8 @@ import sys
 import json
 import pytest, yaml
 from conftest import run, newly_stale
-from reper.config import load_params, read_jsonl
+from reper.config import load_params
+from reper.files import read_jsonl
 from reper.scenes import load_scenes
 
 @pytest.fixture(scope="module")
@@ -56,7 +57,7 @@ def test_judge_change_reruns_judge_not_sampling(smoke):
     stale = newly_stale(smoke, "judge.unparseable_retries", 3)  # the critic's re-asks read it too
     assert stale == {"judge", "train_critic", "evaluate"}, stale
     stages = yaml.safe_load((smoke / "dvc.yaml").read_text())["stages"]
-    assert "reflection/judgements.jsonl" in stages["dialogues"]["deps"] and "judge" not in stages["dialogues"]["params"]
+    assert "${paths.judgements}" in stages["dialogues"]["deps"] and "judge" not in stages["dialogues"]["params"]
 
 def test_two_processes_merge_to_the_single_process_order(smoke, tmp_path):
     "2 CPU processes (torchrun, gloo): every job once, in job order; greedy rows equal the stage's."

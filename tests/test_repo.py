@@ -72,3 +72,22 @@ def test_readme_results_are_generated_from_metrics():
     "The README's results section is exactly what `reper-readme` renders from the committed metrics: no typed numbers."
     from reper.report import update_readme
     assert update_readme(ROOT / "README.md", ROOT, check=True), "README results differ from metrics/: run `reper-readme`"
+
+def test_stage_notebooks_spell_only_their_declared_artefacts():
+    "A path a stage notebook spells (metrics/, results/, reflection/, models/, dvclive/) is among its stage's deps, outs, metrics or plots."
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    def resolve(s):
+        def val(m):
+            v = params
+            for k in m.group(1).split("."): v = v[k] if isinstance(v, dict) and k in v else None
+            return str(v) if v is not None else m.group(0)  # ${item.*} of a matrix stays as written
+        return re.sub(r"\$\{([\w.]+)\}", val, s)
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name, s in stages.items():
+        s = s.get("do", s)
+        nb = re.search(r"scripts/stage (\S+\.ipynb)", s["cmd"]).group(1)
+        declared = {resolve(next(iter(e)) if isinstance(e, dict) else e) for k in ("deps", "outs", "metrics", "plots") for e in s.get(k, [])}
+        src = "\n".join(c.source for c in nbformat.read(ROOT / nb, as_version=4).cells if c.cell_type == "code")
+        spelled = set(re.findall(r'"((?:metrics|results|reflection|models|dvclive)/[\w./-]+)"', src))
+        loose = {p for p in spelled if not any(d == p or d.startswith(p + "/") or p.startswith(d + "/") for d in declared)}
+        assert not loose, f"stage {name}: {nb} spells {loose}, which dvc.yaml does not declare for it"

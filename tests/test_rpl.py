@@ -42,7 +42,7 @@ def test_resume_after_kill_matches_uninterrupted(smoke, tmp_path):
 
 def test_two_processes_match_one(smoke, tmp_path):
     "accelerate launch with 2 gloo CPU processes x batch 2 gives the weights of 1 process x batch 4 (same global batch)."
-    common = dict(epochs=1.0, lr=1e-3, threads=1, device="cpu", warmup_ratio=0.0, lr_scheduler="constant")
+    common = dict(epochs=1.0, lr=1e-3, threads=1, warmup_ratio=0.0, lr_scheduler="constant")
     one = dict(common, batch_size=4, out_dir=str(tmp_path / "one"))
     two = dict(common, batch_size=2, out_dir=str(tmp_path / "two"), accelerate_config="accelerate/cpu_2proc.yaml")
     # whole global batches only: accelerate evens out a short last batch by repeating examples on one process
@@ -81,7 +81,8 @@ def test_rpl_main_counts_dialogues_without_image(tmp_path):
     raw["data"].update(root=str(tmp_path / "scenes"), n_train=1, n_val=2, n_test=1, n_reflect=3, on_bad_image="skip")
     raw["model"].update(text_hidden=64, text_layers=1, text_intermediate=128, vision_hidden=64, vision_layers=1)
     raw["pretrain"]["out_dir"] = str(tmp_path / "base")
-    raw["rpl"].update(out_dir=str(tmp_path / "rpl"), batch_size=1, gradient_accumulation_steps=1, threads=1, device="cpu")
+    raw["rpl"].update(out_dir=str(tmp_path / "rpl"), batch_size=1, gradient_accumulation_steps=1, threads=1)
+    raw["device"] = "cpu"
     for g in ("evaluate_base", "candidates", "evaluate", "grid"): raw[g]["n_images"] = 1  # no more than the tiny splits hold
     raw["critic"]["eval_images"] = 2
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
