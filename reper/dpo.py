@@ -120,6 +120,7 @@ def dpo_main(params_path: str = "params.yaml", overrides: dict | None = None, li
     pairs, stats = dpo_pairs(items, cands, P.dialogue)
     device = pick_device(P.device)
     model, processor = load_policy(base_policy_path(P), device, P.model.dtype)
+    counts = freeze_vision_side(model)  # what train_dpo trains: the language model
     ds = preference_dataset(pairs, by_id, processor.tokenizer)
     ref_logps = completion_logps(model, processor, ds, 32, P.model.max_length)  # (N, 2) the base policy: DPO's reference
     t0 = time.time()
@@ -129,6 +130,6 @@ def dpo_main(params_path: str = "params.yaml", overrides: dict | None = None, li
     save_policy(model, processor, D.out_dir)
     write_jsonl(f"{D.out_dir}/pairs.jsonl", pairs)
     return dict(n_pairs=len(pairs), n_images=len(items), steps=max((h.get("step", 0) for h in hist), default=0), counts=dict(stats),
-                trainable=sum(p.numel() for p in model.parameters() if p.requires_grad), parameters=sum(p.numel() for p in model.parameters()),
+                trainable=counts["trainable"], parameters=counts["trainable"] + counts["frozen"],
                 train_seconds=train_s, final=preference_metrics(logps, ref_logps, D.beta), pairs=pairs, history=hist,
                 logps=logps, ref_logps=ref_logps)
