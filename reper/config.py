@@ -15,9 +15,9 @@ from .files import write_text_atomic
 # %% auto #0
 __all__ = ['Split', 'SPLITS', 'Temperature', 'Llava665kParams', 'DataParams', 'ModelParams', 'PretrainParams', 'EvaluateParams',
            'CandidatesParams', 'OpenAIJudgeParams', 'JudgeParams', 'ReferencesParams', 'RuleScoreParams',
-           'DialogueParams', 'DPOParams', 'RPLParams', 'CriticParams', 'ReflectParams', 'CompareParams', 'SweepParams',
-           'GridParams', 'PathsParams', 'Params', 'ParamsError', 'parse_params', 'read_yaml', 'overlay', 'load_params',
-           'profile_cli', 'base_policy_path']
+           'DialogueParams', 'DPOParams', 'GRPOParams', 'VREParams', 'GRPOGridParams', 'RPLParams', 'CriticParams',
+           'ReflectParams', 'CompareParams', 'SweepParams', 'GridParams', 'PathsParams', 'Params', 'ParamsError',
+           'parse_params', 'read_yaml', 'overlay', 'load_params', 'profile_cli', 'base_policy_path']
 
 # %% ../nbs/00_config.ipynb #09d5a5fe
 class _Group(BaseModel):
@@ -210,6 +210,51 @@ class DPOParams(_Group):
     threads: int = Field(ge=1, le=256)  # torch CPU threads
     out_dir: str
 
+# %% ../nbs/00_config.ipynb #032691d3
+class GRPOParams(_Group):
+    "Online RL, Perception-R1 style (`grpo.*`): TRL's `GRPOTrainer` from the base policy on the reflection split's images, language model only."
+    seed: int = Field(ge=0)
+    n_images: int = Field(ge=1)  # prompts: the first images of candidates.split
+    group_size: int = Field(ge=2)  # completions per prompt (GRPO's G): the group its advantages are relative to
+    prompts_per_step: int = Field(ge=1)  # a step samples prompts_per_step x group_size completions
+    steps: int = Field(ge=1)  # optimiser steps
+    lr: float = Field(gt=0, le=1.0)
+    beta: float = Field(ge=0, le=10)  # weight of the KL penalty to the base policy (0: no reference model)
+    temperature: float = Field(gt=0, le=5)  # sampling temperature of the groups (GRPO needs answers that differ: > 0)
+    max_new_tokens: int = Field(ge=1)
+    capture_weight: float = Field(ge=0)  # weight of the reward CAPTURE against the scene's references (exact ground truth)
+    judge_weight: float = Field(ge=0)  # weight of the oracle judge's score / 10
+    logging_steps: int = Field(ge=1)
+    save_steps: int = Field(ge=0)  # checkpoint every N steps (0: none)
+    resume: bool  # continue from the newest checkpoint in out_dir/checkpoints
+    threads: int = Field(ge=1, le=256)
+    accelerate_config: str | None  # e.g. accelerate/fsdp_8gpu.yaml: GRPO under `accelerate launch` (tests: accelerate/cpu_2proc.yaml)
+    out_dir: str
+
+# %% ../nbs/00_config.ipynb #f0564135
+class VREParams(_Group):
+    "Visual re-examination (`vre.*`): a cold-start SFT on the `<reflection>` template, then GRPO (the `grpo.*` group size, prompts, β and temperature) on three rewards."
+    min_spread: float = Field(ge=0, le=9)  # judge-score spread of an image's samples that makes it unstable (cold-start images)
+    sft_lr: float = Field(gt=0, le=1.0)  # cold start: SFT (RPL with α = 0) on the template
+    sft_epochs: float = Field(gt=0)
+    steps: int = Field(ge=0)  # GRPO steps after the cold start (0: the cold start alone)
+    lr: float = Field(gt=0, le=1.0)
+    max_new_tokens: int = Field(ge=1)  # room for the first answer, the reflection and the final answer
+    format_weight: float = Field(ge=0)
+    accuracy_weight: float = Field(ge=0)  # CAPTURE of the final answer
+    gain_weight: float = Field(ge=0)  # facts the reflection adds to the first answer
+    out_dir: str
+
+# %% ../nbs/00_config.ipynb #737911ec
+class GRPOGridParams(_Group):
+    "GRPO's validation grid (`grpo_grid.*`, stage grpo_grid, frozen): learning rate x group size, scored at several step counts."
+    split: Split  # never the evaluation split
+    n_images: int = Field(ge=1)
+    lrs: list[float] = Field(min_length=1)
+    group_sizes: list[int] = Field(min_length=1)
+    completions_per_step: int = Field(ge=2)  # answers sampled per step at every group size
+    steps: list[int] = Field(min_length=1)  # steps at which the validation captions are scored; a run lasts the largest
+
 # %% ../nbs/00_config.ipynb #176a28d6
 class RPLParams(_Group):
     "Reflective perceptual learning (`rpl.*`): the policy trained on the dialogues with the reflective unlikelihood loss."
@@ -278,13 +323,15 @@ class CompareParams(_Group):
 class SweepParams(_Group):
     "Training seeds (`sweep.*`): one train + evaluate stage per (method, seed), oracle loop on the evaluation images."
     seeds: list[int] = Field(min_length=1)
-    methods: list[Literal["rpl", "sft", "dpo"]] = Field(min_length=1)
+    methods: list[Literal["rpl", "sft", "dpo"]] = Field(min_length=1)  # offline: trained on the reflection dataset
+    online_seeds: list[int] = Field(min_length=1)  # the online methods' seeds (stages sweep_online)
+    online_methods: list[Literal["grpo", "vre"]]  # [] for none (LLaVA-665K: their rewards read scene graphs)
 
     @model_validator(mode="after")
     def _distinct(self):
-        for k in ("seeds", "methods"):
+        for k in ("seeds", "methods", "online_seeds", "online_methods"):
             if len(set(v := getattr(self, k))) != len(v): raise ValueError(f"{k} must not repeat a value, got {v}")
-        if any(x < 0 for x in self.seeds): raise ValueError(f"seeds must be >= 0, got {self.seeds}")
+        if any(x < 0 for x in self.seeds + self.online_seeds): raise ValueError(f"seeds must be >= 0, got {self.seeds} and {self.online_seeds}")
         return self
 
 # %% ../nbs/00_config.ipynb #43fe9ef6
@@ -331,6 +378,9 @@ class Params(_Group):
     rule_score: RuleScoreParams
     dialogue: DialogueParams
     dpo: DPOParams
+    grpo: GRPOParams
+    vre: VREParams
+    grpo_grid: GRPOGridParams
     rpl: RPLParams
     critic: CriticParams
     reflect: ReflectParams
@@ -369,7 +419,8 @@ class Params(_Group):
         need = [("model.name_or_path", self.model.name_or_path, "a llava-hf checkpoint (the tiny model is pretrained on the scenes)"),
                 ("judge.backend", self.judge.backend != "oracle", "'openai' or 'model' (the oracle reads scene graphs)"),
                 ("references.backend", self.references.backend == "openai", "'openai' (LLaVA-665K has no reference captions)"),
-                ("rule_score.vocab", self.rule_score.vocab == "open", "'open' (the scenes vocabulary knows only shapes)")]
+                ("rule_score.vocab", self.rule_score.vocab == "open", "'open' (the scenes vocabulary knows only shapes)"),
+                ("sweep.online_methods", not self.sweep.online_methods, "[] (GRPO's and VRE's rewards read scene graphs)")]
         if bad := [f"{k} must be {what}" for k, ok, what in need if not ok]:
             raise ValueError("data.source 'llava665k' needs: " + "; ".join(bad))
         return self

@@ -16,7 +16,7 @@ from .config import DialogueParams, DPOParams
 from .model import render_dialogue
 from .dialogues import choose_chain
 from .pretrain import LiveLogger
-from .rpl import freeze_vision_side, target_logprobs
+from .rpl import freeze_vision_side, target_logprobs, training_compute
 
 # %% auto #0
 __all__ = ['DPO_LOG_KEYS', 'dpo_pairs', 'preference_dataset', 'completion_logps', 'preference_metrics', 'dpo_args', 'train_dpo',
@@ -80,7 +80,7 @@ def dpo_args(dp: DPOParams, out_dir, max_length: int, device: str = "cpu") -> DP
                      per_device_train_batch_size=dp.batch_size, gradient_accumulation_steps=dp.gradient_accumulation_steps,
                      warmup_steps=dp.warmup_steps, lr_scheduler_type="linear", weight_decay=0.0, max_grad_norm=1.0,
                      logging_steps=dp.log_every, max_length=max_length, bf16=False, gradient_checkpointing=False,
-                     save_strategy="no", report_to=[], seed=dp.seed, data_seed=dp.seed, dataloader_num_workers=0,
+                     save_strategy="no", report_to=[], seed=dp.seed, data_seed=dp.seed, dataloader_num_workers=0, include_num_input_tokens_seen="non_padding",
                      use_cpu=device == "cpu", disable_tqdm=False)
 
 # %% ../nbs/0b_dpo.ipynb #908ec6b4
@@ -107,7 +107,7 @@ def dpo_main(params_path: str = "params.yaml", overrides: dict | None = None, li
     "Train the DPO policy for `params_path` (with `dpo.*` `overrides`), save it and its pairs to `dpo.out_dir`; a summary."
     import time
     from reper.config import load_params, base_policy_path
-    from reper.files import write_jsonl
+    from reper.files import write_jsonl, write_json
     from reper.runtime import pick_device, seed_everything
     from reper.items import images_by_id
     from reper.model import load_policy, save_policy
@@ -129,6 +129,7 @@ def dpo_main(params_path: str = "params.yaml", overrides: dict | None = None, li
     logps = completion_logps(model.eval(), processor, ds, 32, P.model.max_length)
     save_policy(model, processor, D.out_dir)
     write_jsonl(f"{D.out_dir}/pairs.jsonl", pairs)
+    write_json(f"{D.out_dir}/compute.json", training_compute(hist, max((h.get("num_input_tokens_seen", 0) for h in hist), default=0)))
     return dict(n_pairs=len(pairs), n_images=len(items), steps=max((h.get("step", 0) for h in hist), default=0), counts=dict(stats),
                 trainable=counts["trainable"], parameters=counts["trainable"] + counts["frozen"],
                 train_seconds=train_s, final=preference_metrics(logps, ref_logps, D.beta), pairs=pairs, history=hist,

@@ -189,6 +189,7 @@ class CaptionMatch:
     attr_errors: list[tuple[int, str, str, str]]  # (entity, 'colour' | 'size', claimed, true) of matched entities
     wrong_relations: list[tuple[int, str, int]]   # claimed triples that are false or have a hallucinated end
     counts: dict[str, int]
+    facts: frozenset = frozenset()                # the scene's facts stated correctly: ('object', o), ('colour' | 'size', o), ('relation', o1, o2)
 
 # %% ../nbs/02_metrics.ipynb #9e070920
 def match_caption(caption, scene: Scene) -> CaptionMatch:
@@ -213,8 +214,10 @@ def match_caption(caption, scene: Scene) -> CaptionMatch:
                   rel_covered=sum(frozenset((i, j)) in pairs for i, _, j in key), rel_gt=len(key),
                   hallucinated=len(P.entities) - len(assign), entities=len(P.entities), n_words=P.n_words,
                   negated=P.negated, repeated=sum(P.repeats.values()), repeated_sentences=len(P.repeated_sentences))
+    facts = frozenset([("object", o) for o in assign.values()] + [(kind, o) for o, kind in covered]
+                      + [("relation", *sorted((i, j))) for i, _, j in key if frozenset((i, j)) in pairs])
     return CaptionMatch(P, scene, assign, [e for e in range(len(P.entities)) if e not in assign],
-                        [o for o in range(n) if o not in assign.values()], errors, wrong, counts)
+                        [o for o in range(n) if o not in assign.values()], errors, wrong, counts, facts)
 
 # %% ../nbs/02_metrics.ipynb #be601814
 def caption_counts(caption, scene: Scene) -> dict[str, int]:

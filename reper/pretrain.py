@@ -87,7 +87,7 @@ class LiveLogger(TrainerCallback):
     def __init__(self, live, prefix: str = "pretrain", keys=("loss", "eval_loss", "learning_rate", "grad_norm")):
         self.live, self.prefix, self.keys = live, prefix, keys
     def on_log(self, args, state, control, logs=None, **kw):
-        if "train_runtime" in (logs or {}): return  # the end-of-training summary, not a step
+        if "train_loss" in (logs or {}): return  # the end-of-training summary, not a step (a step's log has train_runtime too when tokens are counted)
         self.live.step = state.global_step
         for k, v in (logs or {}).items():
             if k in self.keys: self.live.log_metric(f"{self.prefix}/{k}", float(v))

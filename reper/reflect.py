@@ -85,8 +85,8 @@ def reflect_and_score(policy, processor, critic, scenes, images, rp, max_length:
 
 # %% ../nbs/0c_reflect.ipynb #876ace62
 @torch.no_grad()
-def image_attention(policy, processor, messages: list[dict], image, scene, max_length: int = 640) -> list[dict]:
-    "Per assistant turn: attention share on image tokens, raw and divided by the image's share of the context, its share on object patches, and the (n_patches,) image attention."
+def image_attention(policy, processor, messages: list[dict], image, scene, max_length: int = 640, segments: list[int] | None = None) -> list[dict]:
+    "Per assistant turn (or per `segments` label of each token, -1 left out): attention share on image tokens, raw and divided by the image's share of the context, its share on object patches, and the (n_patches,) image attention."
     enc = encode_dialogue(processor, messages, max_length)
     ids = torch.tensor([enc["input_ids"]], device=policy.device)
     pix = processor.image_processor([image], return_tensors="pt")["pixel_values"].to(policy.device, policy.dtype)
@@ -97,7 +97,7 @@ def image_attention(policy, processor, messages: list[dict], image, scene, max_l
     a = torch.stack([x[0].float() for x in att]).mean((0, 1))       # (T, T): mean over layers and heads
     img = ids[0] == processor.image_token_id                         # (T,) image token positions, in patch order
     obj = (patch_labels(scene, processor.patch_size)[0] > 0).to(a.device) if scene is not None else None
-    turns, out = torch.tensor(enc["turns"], device=a.device), []
+    turns, out = torch.tensor(enc["turns"] if segments is None else segments, device=a.device), []
     pos = torch.arange(len(turns), device=a.device)
     for t in range(int(turns.max()) + 1):
         rows = a[turns == t]                                         # (answer tokens, T)

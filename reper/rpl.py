@@ -17,8 +17,8 @@ from .pretrain import DialogueCollator, LiveLogger
 
 # %% auto #0
 __all__ = ['RPL_LOG_KEYS', 'target_logprobs', 'rpl_loss', 'ReflectionExamples', 'token_sigma', 'RPLCollator', 'StepSampler',
-           'RPLTrainer', 'freeze_vision_side', 'rpl_args', 'train_rpl', 'turn_logprobs', 'rpl_main', 'launch_rpl',
-           'rpl_cli']
+           'LlavaResume', 'RPLTrainer', 'freeze_vision_side', 'rpl_args', 'training_compute', 'train_rpl',
+           'turn_logprobs', 'rpl_main', 'launch_module', 'launch_rpl', 'rpl_cli']
 
 # %% ../nbs/0a_rpl.ipynb #9633d6fd
 def target_logprobs(logits, labels):
@@ -90,8 +90,19 @@ class StepSampler(Sampler):
         for s in range(0, len(perm), self.step_size):
             yield from sorted(perm[s:s + self.step_size], key=lambda i: -self.lengths[i])
 
+# %% ../nbs/0a_rpl.ipynb #d89ba865
+class LlavaResume:
+    "Mixin for a `Trainer` of a llava-hf policy: resuming loads the checkpoint's weights through `from_pretrained`."
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None):
+        # transformers 5's Trainer loads a checkpoint's weights non-strictly and without the llava-hf key mapping,
+        # so nothing loads (a warning lists every key); `from_pretrained` applies the mapping.
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled: return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        model = model or self.model
+        saved = type(model).from_pretrained(resume_from_checkpoint, dtype=model.dtype)
+        model.load_state_dict(saved.state_dict(), strict=True)
+
 # %% ../nbs/0a_rpl.ipynb #c753af87
-class RPLTrainer(Trainer):
+class RPLTrainer(LlavaResume, Trainer):
     "A `Trainer` whose loss is `rpl_loss` with reward `sigma` per token; `sort_micro_batches`: each step's examples split into micro-batches by length."
     def __init__(self, *args, alpha: float = 10.0, log_floor: float = 1e-6, sort_micro_batches: bool = False, **kw):
         super().__init__(*args, **kw)
@@ -117,13 +128,6 @@ class RPLTrainer(Trainer):
         ds, a = train_dataset if train_dataset is not None else self.train_dataset, self.args
         # one optimiser step takes the next batch_size x accumulation x processes indices, split into micro-batches in order
         return StepSampler(ds.lengths, a.train_batch_size * a.gradient_accumulation_steps * a.world_size, a.data_seed if a.data_seed is not None else a.seed)
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None):
-        # transformers 5's Trainer loads a checkpoint's weights non-strictly and without the llava-hf key mapping,
-        # so nothing loads (a warning lists every key); `from_pretrained` applies the mapping.
-        if self.is_deepspeed_enabled or self.is_fsdp_enabled: return super()._load_from_checkpoint(resume_from_checkpoint, model)
-        model = model or self.model
-        saved = type(model).from_pretrained(resume_from_checkpoint, dtype=model.dtype)
-        model.load_state_dict(saved.state_dict(), strict=True)
     def log(self, logs: dict, *args, **kw):
         if "loss" in logs and self._parts:
             gas = self.args.gradient_accumulation_steps  # parts of one micro-batch are shares of its step's total
@@ -151,7 +155,14 @@ def rpl_args(rp: RPLParams, out_dir, device: str = "cpu") -> TrainingArguments:
         logging_steps=rp.logging_steps, save_strategy="steps" if rp.save_steps else "no", save_steps=rp.save_steps or 500,
         save_total_limit=2, bf16=rp.bf16, gradient_checkpointing=rp.gradient_checkpointing,
         gradient_checkpointing_kwargs=dict(use_reentrant=False), seed=rp.seed, data_seed=rp.seed, report_to=[],
-        remove_unused_columns=False, dataloader_num_workers=0, use_cpu=device == "cpu", disable_tqdm=False)
+        remove_unused_columns=False, dataloader_num_workers=0, include_num_input_tokens_seen="non_padding", use_cpu=device == "cpu", disable_tqdm=False)
+
+# %% ../nbs/0a_rpl.ipynb #fe44bc59
+def training_compute(history: list[dict], trained_tokens: int, generated_tokens: int = 0) -> dict:
+    "Seconds, steps, tokens trained and tokens sampled of a run, from its `Trainer` log history."
+    end = next((h for h in reversed(history) if "train_runtime" in h), {})
+    return dict(train_seconds=round(float(end.get("train_runtime", 0.0)), 1), steps=int(max((h.get("step", 0) for h in history), default=0)),
+                trained_tokens=int(trained_tokens), generated_tokens=int(generated_tokens))
 
 # %% ../nbs/0a_rpl.ipynb #857ebaf7
 RPL_LOG_KEYS = ("loss", "learning_rate", "grad_norm", "likelihood", "unlikelihood", *(f"sigma_turn{t}" for t in range(1, 9)))
@@ -195,7 +206,7 @@ def rpl_main(params_path: str = "params.yaml", overrides: dict | None = None, di
     from accelerate import PartialState
     from dvclive import Live
     from reper.config import load_params, base_policy_path
-    from reper.files import read_jsonl, atomic_path
+    from reper.files import read_jsonl, atomic_path, write_json
     from reper.runtime import pick_device, seed_everything
     from reper.items import images_by_id
     from reper.model import load_policy
@@ -215,6 +226,7 @@ def rpl_main(params_path: str = "params.yaml", overrides: dict | None = None, di
     trainer.save_model(str(tmp))  # gathers FSDP / ZeRO-3 shards; writes on the main process only
     if state.is_main_process:
         proc.save_pretrained(tmp)
+        write_json(tmp / "compute.json", training_compute(trainer.state.log_history, trainer.state.num_input_tokens_seen))
         with atomic_path(policy, is_dir=True) as t: Path(tmp).rename(t)
     state.wait_for_everyone()
     hist = trainer.state.log_history
@@ -227,6 +239,17 @@ def rpl_main(params_path: str = "params.yaml", overrides: dict | None = None, di
     return dict(summary, history=hist)
 
 # %% ../nbs/0a_rpl.ipynb #8fbbca26
+def launch_module(module: str, args: list[str], accelerate_config: str, summary) -> dict:
+    "Run `python -m module args --summary summary` under `accelerate launch --config_file accelerate_config`; the summary it wrote."
+    import yaml
+    cfg = yaml.safe_load(Path(accelerate_config).read_text())
+    args = ["-m", module, *args, "--summary", str(summary)]
+    if cfg.get("distributed_type") == "MULTI_CPU":  # accelerate launch runs these as one process (it expects mpirun)
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(cfg["num_processes"]), *args]
+    else: cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", accelerate_config, *args]
+    subprocess.run(cmd, check=True)
+    return json.loads(Path(summary).read_text())
+
 def launch_rpl(params_path: str = "params.yaml", overrides: dict | None = None, dialogues: str | None = None,
                live_dir: str | None = None) -> dict:
     "Run `rpl_main` here, or under `accelerate launch --config_file rpl.accelerate_config`; the summary either way."
@@ -235,16 +258,8 @@ def launch_rpl(params_path: str = "params.yaml", overrides: dict | None = None, 
     if rp.accelerate_config is None: return rpl_main(params_path, overrides, dialogues, live_dir)
     if not Path(rp.accelerate_config).exists():
         raise FileNotFoundError(f"{params_path}: rpl.accelerate_config: {rp.accelerate_config}: no such file")
-    import yaml
-    summary = Path(rp.out_dir) / "summary.json"
-    cfg = yaml.safe_load(Path(rp.accelerate_config).read_text())
-    args = ["-m", "reper.rpl", "--params", params_path, "--overrides", json.dumps(overrides or {}),
-            "--summary", str(summary), *(["--dialogues", dialogues] if dialogues else []), *(["--live-dir", live_dir] if live_dir else [])]
-    if cfg.get("distributed_type") == "MULTI_CPU":  # accelerate launch runs these as one process (it expects mpirun)
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(cfg["num_processes"]), *args]
-    else: cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", rp.accelerate_config, *args]
-    subprocess.run(cmd, check=True)
-    return json.loads(summary.read_text())
+    return launch_module("reper.rpl", ["--params", params_path, "--overrides", json.dumps(overrides or {}), *(["--dialogues", dialogues] if dialogues else []),
+                                       *(["--live-dir", live_dir] if live_dir else [])], rp.accelerate_config, Path(rp.out_dir) / "summary.json")
 
 # %% ../nbs/0a_rpl.ipynb #03f1d6ee
 def rpl_cli():

@@ -18,7 +18,7 @@ from .dialogues import load_judged, build_dialogues
 __all__ = ['METHODS', 'variant_name', 'variant_dialogues', 'train_variant', 'grid_step', 'grid_name', 'run_grid']
 
 # %% ../nbs/0e_sweep.ipynb #fe63498b
-METHODS = ("rpl", "sft", "dpo")
+METHODS = ("rpl", "sft", "dpo", "grpo", "vre")  # offline on the reflection dataset, then online RL
 
 def variant_name(method: str, seed: int = 0) -> str:
     "`rpl_s0`, `sft_s1`, `dpo_s2`."
@@ -37,7 +37,7 @@ def variant_dialogues(P, min_gap: float, out_path) -> int:
 # %% ../nbs/0e_sweep.ipynb #e2f184ce
 def train_variant(params_path: str, method: str, seed: int, rpl: dict | None = None, min_gap: float | None = None,
                   out_dir: str | None = None) -> Path:
-    "Train variant (`method`, `seed`, with `rpl.*` overrides and a score gap) from the base policy into `out_dir`; the folder of its policy."
+    "Train variant (`method`, `seed`, with `rpl.*` overrides and a score gap) from the base policy into `out_dir`; the folder of its policy (with its `compute.json`)."
     from reper.files import write_text_atomic
     P = load_params(params_path)
     out = Path(out_dir or f"models/variants/{variant_name(method, seed)}")
@@ -49,6 +49,14 @@ def train_variant(params_path: str, method: str, seed: int, rpl: dict | None = N
     if method == "dpo":
         from reper.dpo import dpo_main
         dpo_main(params_path, dict(seed=seed, out_dir=str(out / "policy")))
+        return out / "policy"
+    if method == "grpo":
+        from reper.grpo import launch_grpo
+        launch_grpo(params_path, dict(seed=seed, out_dir=str(out)))
+        return out / "policy"
+    if method == "vre":
+        from reper.vre import vre_main
+        vre_main(params_path, seed, str(out))
         return out / "policy"
     dialogues = None  # rpl_main reads paths.dialogues
     if min_gap is not None and min_gap != P.dialogue.min_gap:
