@@ -139,7 +139,7 @@ def test_params_file_must_give_every_key(tmp_path):
     assert "dpo.beta: missing" in str(e.value)
 
 PAPER = {"data.source": "llava665k", "data.root": "/data/llava/playground/data", "model.name_or_path": "/ckpt/llava-1.5-13b-hf",
-         "judge.backend": "openai", "references.backend": "openai", "rule_score.vocab": "open"}
+         "judge.backend": "openai", "references.backend": "openai", "rule_score.vocab": "open", "sweep.online_methods": []}
 
 def with_values(pairs: dict) -> dict:
     "GOOD with each dotted key of `pairs` set."
