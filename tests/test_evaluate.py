@@ -10,12 +10,16 @@ def P(smoke): return load_params(smoke / "params.yaml")
 
 @pytest.fixture(scope="module")
 def rows(smoke):
-    return pd.concat([pd.read_parquet(smoke / "results/evaluate.parquet")] + [pd.read_parquet(p) for p in (smoke / "results/variants").glob("*.parquet")])
+    from reper.sweep import variant_name
+    P = load_params(smoke / "params.yaml")
+    seeds = {m: P.sweep.seeds for m in P.sweep.methods} | {m: P.sweep.online_seeds for m in P.sweep.online_methods}
+    return pd.concat([pd.read_parquet(smoke / "results/evaluate.parquet")] +
+                     [pd.read_parquet(smoke / f"results/variants/{variant_name(m, s)}.parquet") for m, ss in seeds.items() for s in ss])
 
 def test_every_system_has_every_image_and_turn(smoke, P, rows):
     "Each policy in each loop (main loops from the seed stages) has one row per test image and turn, CAPTURE in [0, 1]."
     controls = {system_name(p, l) for p in ("base", "rpl", "sft", "dpo") for l in ("score", "neutral")}
-    want = {"base", "base/counted", "rpl/counted", "base/learned", "rpl/learned"} | controls | set(P.sweep.methods)
+    want = {"base", "base/counted", "rpl/counted", "base/learned", "rpl/learned"} | controls | set(P.sweep.methods) | set(P.sweep.online_methods)
     assert set(rows.system) == want
     for (system, seed), d in rows.groupby(["system", "seed"]):
         n = min(P.evaluate.control_images, P.evaluate.n_images) if system in controls else P.evaluate.n_images
@@ -25,6 +29,7 @@ def test_every_system_has_every_image_and_turn(smoke, P, rows):
     assert set(rows[rows.system == "base/neutral"].feedback.dropna()) == {"Describe the image again."}
     assert rows[rows.system == "rpl/score"].feedback.dropna().str.fullmatch(r"A score of \d+ is given to this caption\. Could you generate a better one\?").all()
     for m in P.sweep.methods: assert rows[rows.system == m].seed.nunique() == len(P.sweep.seeds)
+    for m in P.sweep.online_methods: assert rows[rows.system == m].seed.nunique() == len(P.sweep.online_seeds)
 
 def test_turn_one_is_the_single_pass(rows):
     "Greedy decoding: a policy's first answer is the same in every loop (the loops differ only after it)."
@@ -80,7 +85,7 @@ def test_grid_chose_on_validation(smoke, P):
 def test_analysis_states_claims_with_intervals(smoke):
     "Every claim has a difference inside its interval and a verdict that agrees with the interval; controls are judged."
     a = json.loads((smoke / "metrics/analysis.json").read_text())
-    assert set(a["claims"]) == {"a", "b", "c", "d", "e"}
+    assert set(a["claims"]) == {"a", "b", "c", "d", "e", "f"}  # (f): the online methods against RePer
     for cs in a["claims"].values():
         for c in cs:
             assert c["lo"] - 1e-9 <= c["diff"] <= c["hi"] + 1e-9, c
