@@ -53,7 +53,7 @@ def test_every_notebook_is_a_page(smoke, site):
     stage = [p for p in nbs if json.loads(p.read_text())["metadata"].get("nbdev", {}).get("skip_exec")]
     library = [p for p in nbs if p not in stage]
     runs = sorted((smoke / "runs").glob("*.ipynb"))
-    per_variant = {"41_variant.ipynb"}  # run once per sweep variant, into runs/variants/ (gathered by the analysis page)
+    per_variant = {"41_variant.ipynb", "41a_online_variant.ipynb"}  # run once per sweep variant, into runs/variants/ (gathered by the analysis page)
     assert library and runs and {p.name for p in stage} - per_variant == {p.name for p in runs}, "every stage notebook has an executed copy"
     assert list((smoke / "runs/variants").glob("*.ipynb"))
     for nb, page in [(p, site / "api" / nbpath2html(p.name)) for p in library] + \
