@@ -37,7 +37,7 @@ def sample_candidates(model, processor, items, images, temperatures: list[float]
     res = generate_answers(model, processor, [caption_dialogue(items[i].instruction) for _, i, _ in mine],
                            [images[i] for _, i, _ in mine], [t for _, _, t in mine], max_new_tokens=max_new_tokens,
                            batch_size=batch_size, max_length=max_length, seed=seed + rank, progress=progress)
-    return [dict(job=k, id=items[i].id, temperature=t, text=r["text"], n_tokens=r["n_tokens"], finished=r["finished"])
+    return [dict(job=k, id=items[i].id, temperature=t, text=r["text"], n_tokens=r["n_tokens"], prompt_tokens=r["prompt_tokens"], finished=r["finished"])
             for (k, i, t), r in zip(mine, res)]
 
 # %% ../nbs/09_dialogues.ipynb #2b592281

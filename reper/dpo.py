@@ -129,7 +129,8 @@ def dpo_main(params_path: str = "params.yaml", overrides: dict | None = None, li
     logps = completion_logps(model.eval(), processor, ds, 32, P.model.max_length)
     save_policy(model, processor, D.out_dir)
     write_jsonl(f"{D.out_dir}/pairs.jsonl", pairs)
-    write_json(f"{D.out_dir}/compute.json", training_compute(hist, max((h.get("num_input_tokens_seen", 0) for h in hist), default=0)))
+    seen = max((h.get("num_input_tokens_seen", 0) for h in hist), default=0)
+    write_json(f"{D.out_dir}/compute.json", training_compute(hist, seen, reference_tokens=seen))  # the frozen reference sees every pair too
     return dict(n_pairs=len(pairs), n_images=len(items), steps=max((h.get("step", 0) for h in hist), default=0), counts=dict(stats),
                 trainable=counts["trainable"], parameters=counts["trainable"] + counts["frozen"],
                 train_seconds=train_s, final=preference_metrics(logps, ref_logps, D.beta), pairs=pairs, history=hist,

@@ -41,7 +41,7 @@ def collate_prompts(processor, dialogues: list[list[dict]], images: list, max_le
 def generate_answers(model, processor, dialogues: list[list[dict]], images: list, temperatures=0.0,
                      max_new_tokens: int = 96, batch_size: int = 32, max_length: int = 512,
                      seed: int = 0, progress: bool = True) -> list[dict]:
-    "Answer each dialogue about its image; one record per row, in the order given: text, temperature, token count."
+    "Answer each dialogue about its image; one record per row, in the order given: text, temperature, tokens sampled and prefilled."
     n = len(dialogues)
     temps = [float(temperatures)] * n if isinstance(temperatures, (int, float)) else [float(t) for t in temperatures]
     if not (len(images) == len(temps) == n): raise ValueError(f"got {n} dialogues, {len(images)} images, {len(temps)} temperatures")
@@ -60,7 +60,8 @@ def generate_answers(model, processor, dialogues: list[list[dict]], images: list
         for i, row in zip(idx, gen[:, b["input_ids"].shape[1]:].tolist()):
             ended = tok.eos_token_id in row
             row = row[:row.index(tok.eos_token_id)] if ended else [x for x in row if x != tok.pad_token_id]
-            out[i] = dict(text=tok.decode(row, skip_special_tokens=True).strip(), temperature=temps[i], n_tokens=len(row), finished=ended)
+            out[i] = dict(text=tok.decode(row, skip_special_tokens=True).strip(), temperature=temps[i], n_tokens=len(row), finished=ended,
+                          prompt_tokens=len(encs[i]))  # prefilled (image tokens included, padding not)
     return out
 
 # %% ../nbs/04_generate.ipynb #c54e3313

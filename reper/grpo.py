@@ -6,7 +6,7 @@ Docs: https://reper-dev.github.io/reper/grpo.html.md"""
 
 # %% ../nbs/0i_grpo.ipynb #9bf3920b
 from __future__ import annotations
-import copy, time
+import copy, time, warnings
 from pathlib import Path
 import pandas as pd
 import torch
@@ -17,11 +17,12 @@ from .config import GRPOParams
 from .model import encode_dialogue
 from .oracle import oracle_judgement
 from .rule_score import capture_captions
-from .rpl import LlavaResume, freeze_vision_side, training_compute
+from .rpl import LlavaResume, freeze_vision_side, save_trained_policy, training_compute
 
 # %% auto #0
 __all__ = ['prompt_dataset', 'capture_reward', 'judge_reward', 'SceneReward', 'PolicyGRPOTrainer', 'grpo_processor', 'grpo_args',
-           'train_grpo', 'ValidationScore', 'grpo_rewards', 'grpo_main', 'launch_grpo', 'grpo_cli', 'grpo_grid']
+           'train_grpo', 'StepScore', 'grpo_compute', 'grpo_rewards', 'grpo_main', 'launch_grpo', 'grpo_cli',
+           'grpo_grid']
 
 # %% ../nbs/0i_grpo.ipynb #2ae812b3
 def prompt_dataset(scenes, images) -> Dataset:
@@ -48,12 +49,23 @@ class SceneReward:
 
 # %% ../nbs/0i_grpo.ipynb #0a63602a
 class PolicyGRPOTrainer(LlavaResume, GRPOTrainer):
-    "TRL's `GRPOTrainer` for a llava-hf policy: resumes through `from_pretrained`; `generated_tokens` counts the tokens sampled."
-    generated_tokens = 0
-    def _generate_single_turn(self, *args, **kw):
-        ids, logprobs = super()._generate_single_turn(*args, **kw)
-        self.generated_tokens += sum(len(x) for x in ids)  # this process's completions (EOS included)
+    "TRL's `GRPOTrainer` for a llava-hf policy: resumes through `from_pretrained`; counts the tokens it samples and prefills, into every log."
+    generated_tokens = prompt_tokens = 0  # this process's, since this process started
+    def _generate_single_turn(self, prompt_ids, *args, **kw):
+        ids, logprobs = super()._generate_single_turn(prompt_ids, *args, **kw)
+        self.generated_tokens += sum(len(x) for x in ids)        # completions (EOS included)
+        self.prompt_tokens += sum(len(x) for x in prompt_ids)    # prefilled before sampling (padding not)
         return ids, logprobs
+    def token_counts(self) -> dict:
+        "Tokens trained, sampled and prefilled by every process so far, a resumed run's earlier part included (a collective: every process calls it)."
+        if not hasattr(self, "_before"):  # on the first call, the history holds only what a resumed checkpoint logged
+            self._before = next(({k: h[k] for k in ("generated_tokens", "prompt_tokens")} for h in reversed(self.state.log_history)
+                                 if "generated_tokens" in h), dict(generated_tokens=0, prompt_tokens=0))
+        n = self.accelerator.gather(torch.tensor([[self.generated_tokens, self.prompt_tokens]], device=self.accelerator.device)).view(-1, 2).sum(0)
+        return dict(trained_tokens=int(self.state.num_input_tokens_seen),  # TRL's count: prompts and completions of every process
+                    generated_tokens=self._before["generated_tokens"] + int(n[0]), prompt_tokens=self._before["prompt_tokens"] + int(n[1]))
+    def log(self, logs: dict, *args, **kw):
+        super().log(logs | self.token_counts(), *args, **kw)
 
 def grpo_processor(processor):
     "A copy of `processor` whose chat template starts with BOS when its tokenizer does not add one."
@@ -83,30 +95,43 @@ def train_grpo(model, processor, ds: Dataset, rewards: dict, gp: GRPOParams, out
     if not rewards: raise ValueError("every reward weight is 0: nothing to learn from")
     torch.set_num_threads(gp.threads)
     freeze_vision_side(model)
-    trainer = PolicyGRPOTrainer(model=model, reward_funcs=[f for f, _ in rewards.values()], args=grpo_args(gp, out_dir, [w for _, w in rewards.values()], device),
-                                train_dataset=ds, processing_class=grpo_processor(processor), callbacks=list(callbacks))
-    ckpts = sorted(Path(out_dir, "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    if gp.resume and not ckpts: print(f"grpo.resume: no checkpoint in {out_dir}/checkpoints, starting from the beginning")
-    trainer.train(resume_from_checkpoint=str(ckpts[-1]) if gp.resume and ckpts else None)
+    with warnings.catch_warnings():  # TRL 1.16 still calls what transformers 5 deprecated, once per step
+        warnings.filterwarnings("ignore", r"`(is_)?gradient_checkpointing(_enable)?` is deprecated", FutureWarning)
+        trainer = PolicyGRPOTrainer(model=model, reward_funcs=[f for f, _ in rewards.values()], args=grpo_args(gp, out_dir, [w for _, w in rewards.values()], device),
+                                    train_dataset=ds, processing_class=grpo_processor(processor), callbacks=list(callbacks))
+        ckpts = sorted(Path(out_dir, "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+        if gp.resume and not ckpts: print(f"grpo.resume: no checkpoint in {out_dir}/checkpoints, starting from the beginning")
+        trainer.train(resume_from_checkpoint=str(ckpts[-1]) if gp.resume and ckpts else None)
     return trainer
 
 # %% ../nbs/0i_grpo.ipynb #55c506d1
-class ValidationScore(TrainerCallback):
-    "At step 0 and at `steps`, the greedy captions' CAPTURE on `scenes` (one row per image in `.rows`)."
+class StepScore(TrainerCallback):
+    "At step 0 and at `steps`, the greedy captions of `scenes` scored by `caption_table` (one row per image in `.rows`); the training's random state is left as it was."
     def __init__(self, scenes, images, steps, max_new_tokens: int, batch_size: int, max_length: int, processor, **labels):
         self.scenes, self.images, self.steps, self.kw, self.proc, self.labels, self.rows = scenes, images, set(steps), \
             dict(max_new_tokens=max_new_tokens, batch_size=batch_size, max_length=max_length), processor, labels, []
     def score(self, model, step: int):
         from reper.generate import generate_answers, caption_dialogue
+        from reper.evaluation import caption_table
         was = model.training; model.eval()
-        ans = generate_answers(model, self.proc, [caption_dialogue(s.instruction) for s in self.scenes], self.images, 0.0, progress=False, **self.kw)
+        with torch.random.fork_rng(devices=[]):  # generate_answers seeds torch: the run's sampling must not notice the scoring
+            ans = generate_answers(model, self.proc, [caption_dialogue(s.instruction) for s in self.scenes], self.images, 0.0, progress=False, **self.kw)
         model.train(was)
-        cap = capture_reward([a["text"] for a in ans], self.scenes)
-        self.rows += [dict(self.labels, step=step, id=s.id, capture=c, words=len(a["text"].split())) for s, a, c in zip(self.scenes, ans, cap)]
+        tab = caption_table([a["text"] for a in ans], self.scenes)
+        self.rows += [dict(self.labels, step=step, text=a["text"], **r) for a, r in zip(ans, tab.to_dict("records"))]
     def on_train_begin(self, args, state, control, model=None, **kw):
         if state.global_step == 0: self.score(model, 0)
     def on_step_end(self, args, state, control, model=None, **kw):
         if state.global_step in self.steps: self.score(model, state.global_step)
+
+# %% ../nbs/0i_grpo.ipynb #ae94a74f
+def grpo_compute(history: list[dict], beta: float, step: int | None = None) -> dict:
+    "`training_compute` of a GRPO run from its log history, at its end or after `step` (whose seconds are then None); the KL reference's forward sees the trained tokens when `beta` > 0."
+    logs = [h for h in history if "trained_tokens" in h and ("train_runtime" in h if step is None else h.get("step") == step and "train_runtime" not in h)]
+    if not logs: raise ValueError(f"no log {'at the end of training' if step is None else f'at step {step} (grpo.logging_steps must be 1)'} with token counts")
+    h = logs[-1]
+    c = training_compute([h] if step is None else [dict(step=step)], h["trained_tokens"], h["generated_tokens"], h["prompt_tokens"], h["trained_tokens"] if beta else 0)
+    return c | (dict(steps=max(x.get("step", 0) for x in history)) if step is None else dict(train_seconds=None))
 
 # %% ../nbs/0i_grpo.ipynb #192813c4
 def grpo_rewards(gp: GRPOParams, scenes) -> dict:
@@ -118,17 +143,17 @@ def grpo_main(params_path: str = "params.yaml", overrides: dict | None = None, s
     "Train a GRPO policy for `params_path` (`grpo.*` with `overrides`) from the base policy or `start` on `rewards` (grpo | vre); save it to `out_dir`/policy; a summary."
     from accelerate import PartialState
     from reper.config import load_params, base_policy_path
-    from reper.files import atomic_path, write_json
     from reper.runtime import pick_device, seed_everything
     from reper.scenes import load_scenes
     from reper.model import load_policy
     P = load_params(params_path)
     gp = P.grpo.model_copy(update=overrides or {})
     if P.data.source != "scenes": raise ValueError(f"{params_path}: data.source: GRPO's rewards need the scene graphs of data.source 'scenes', got {P.data.source!r}")
-    state = PartialState(cpu=pick_device(P.device) == "cpu")
+    device = pick_device(P.device)
+    state = PartialState(cpu=device == "cpu")
     seed_everything(gp.seed)
     scenes, images, skipped = load_scenes(P.data.root, P.candidates.split, P.data.on_bad_image, limit=gp.n_images)
-    device = pick_device(P.device)
+
     model, proc = load_policy(start or base_policy_path(P), "cpu", P.model.dtype)  # the Trainer places it
     counts = freeze_vision_side(model)
     if rewards == "grpo": rw = grpo_rewards(gp, scenes)
@@ -138,16 +163,9 @@ def grpo_main(params_path: str = "params.yaml", overrides: dict | None = None, s
     else: raise ValueError(f"rewards must be 'grpo' or 'vre', got {rewards!r}")
     trainer = train_grpo(model, proc, prompt_dataset(scenes, images), rw, gp, gp.out_dir, device, callbacks)
     hist = trainer.state.log_history
-    sampled = int(trainer.accelerator.gather(torch.tensor([trainer.generated_tokens], device=trainer.accelerator.device)).sum())  # every process's
-    compute = training_compute(hist, trainer.state.num_input_tokens_seen, sampled)
-    policy = Path(gp.out_dir) / "policy"
-    tmp = policy.with_name(policy.name + ".tmp")
-    trainer.save_model(str(tmp))
-    if state.is_main_process:
-        proc.save_pretrained(tmp)  # the policy's own processor (its chat template unchanged)
-        write_json(tmp / "compute.json", compute)
-        with atomic_path(policy, is_dir=True) as t: Path(tmp).rename(t)
-    state.wait_for_everyone()
+    compute = grpo_compute(hist, gp.beta)
+    save_trained_policy(trainer, proc, gp.out_dir, compute, state)
+
     steps = [h for h in hist if "reward" in h]
     return dict(prompts=len(scenes), skipped_images=skipped, processes=state.num_processes, **counts, **compute,
                 rewards={k: w for k, (_, w) in rw.items()}, reward_first=steps[0]["reward"] if steps else None,
@@ -197,7 +215,7 @@ def grpo_grid(params_path: str = "params.yaml", work_dir: str = "models/grpo_gri
     rows = []
     for lr, g in itertools.product(G.lrs, G.group_sizes):
         if G.completions_per_step % g: raise ValueError(f"grpo_grid.completions_per_step {G.completions_per_step} is not a multiple of group size {g}")
-        cb = ValidationScore(scenes, images, G.steps, P.grpo.max_new_tokens, P.reflect.batch_size, P.model.max_length, proc, lr=lr, group_size=g)
+        cb = StepScore(scenes, images, G.steps, P.grpo.max_new_tokens, P.reflect.batch_size, P.model.max_length, proc, lr=lr, group_size=g)
         s = grpo_main(params_path, dict(lr=lr, group_size=g, prompts_per_step=G.completions_per_step // g, steps=max(G.steps),
                                         save_steps=0, resume=False, out_dir=f"{work_dir}/lr{lr:g}_g{g}"), callbacks=[cb])
         rows += [dict(r, train_seconds=s["train_seconds"]) for r in cb.rows]

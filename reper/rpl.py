@@ -16,9 +16,10 @@ from .model import n_image_tokens
 from .pretrain import DialogueCollator, LiveLogger
 
 # %% auto #0
-__all__ = ['RPL_LOG_KEYS', 'target_logprobs', 'rpl_loss', 'ReflectionExamples', 'token_sigma', 'RPLCollator', 'StepSampler',
-           'LlavaResume', 'RPLTrainer', 'freeze_vision_side', 'rpl_args', 'training_compute', 'train_rpl',
-           'turn_logprobs', 'rpl_main', 'launch_module', 'launch_rpl', 'rpl_cli']
+__all__ = ['FORWARD_EQUIVALENTS', 'RPL_LOG_KEYS', 'target_logprobs', 'rpl_loss', 'ReflectionExamples', 'token_sigma',
+           'RPLCollator', 'StepSampler', 'LlavaResume', 'RPLTrainer', 'freeze_vision_side', 'rpl_args',
+           'training_compute', 'forward_equivalents', 'candidates_compute', 'train_rpl', 'turn_logprobs',
+           'save_trained_policy', 'rpl_main', 'launch_module', 'launch_rpl', 'rpl_cli']
 
 # %% ../nbs/0a_rpl.ipynb #9633d6fd
 def target_logprobs(logits, labels):
@@ -158,11 +159,27 @@ def rpl_args(rp: RPLParams, out_dir, device: str = "cpu") -> TrainingArguments:
         remove_unused_columns=False, dataloader_num_workers=0, include_num_input_tokens_seen="non_padding", use_cpu=device == "cpu", disable_tqdm=False)
 
 # %% ../nbs/0a_rpl.ipynb #fe44bc59
-def training_compute(history: list[dict], trained_tokens: int, generated_tokens: int = 0) -> dict:
-    "Seconds, steps, tokens trained and tokens sampled of a run, from its `Trainer` log history."
+def training_compute(history: list[dict], trained_tokens: int, generated_tokens: int = 0, prompt_tokens: int = 0, reference_tokens: int = 0) -> dict:
+    "Seconds, steps and tokens of a run (trained, through a frozen reference, sampled, prefilled), from its `Trainer` log history."
     end = next((h for h in reversed(history) if "train_runtime" in h), {})
     return dict(train_seconds=round(float(end.get("train_runtime", 0.0)), 1), steps=int(max((h.get("step", 0) for h in history), default=0)),
-                trained_tokens=int(trained_tokens), generated_tokens=int(generated_tokens))
+                trained_tokens=int(trained_tokens), reference_tokens=int(reference_tokens), generated_tokens=int(generated_tokens), prompt_tokens=int(prompt_tokens))
+
+# %% ../nbs/0a_rpl.ipynb #3c7ad0b1
+FORWARD_EQUIVALENTS = dict(trained_tokens=3, reference_tokens=1, generated_tokens=1, prompt_tokens=1)  # forwards per token
+
+def forward_equivalents(compute: dict) -> int:
+    "Forward-token equivalents of a `training_compute` record (or of `candidates_compute`'s, or their sum)."
+    missing = [k for k in FORWARD_EQUIVALENTS if k not in compute]
+    if missing: raise KeyError(f"compute record {compute} lacks {missing}")
+    return int(sum(w * compute[k] for k, w in FORWARD_EQUIVALENTS.items()))
+
+def candidates_compute(candidates: list[dict], ids=None) -> dict:
+    "The tokens it took to sample `candidates` (records of `sample_candidates`), of the images `ids` only when given: sampled and prefilled."
+    keep = None if ids is None else set(ids)
+    cs = [c for c in candidates if keep is None or c["id"] in keep]
+    if cs and "prompt_tokens" not in cs[0]: raise KeyError("candidate records lack prompt_tokens: sample them again (the candidates stage)")
+    return dict(trained_tokens=0, reference_tokens=0, generated_tokens=sum(c["n_tokens"] for c in cs), prompt_tokens=sum(c["prompt_tokens"] for c in cs))
 
 # %% ../nbs/0a_rpl.ipynb #857ebaf7
 RPL_LOG_KEYS = ("loss", "learning_rate", "grad_norm", "likelihood", "unlikelihood", *(f"sigma_turn{t}" for t in range(1, 9)))
@@ -199,6 +216,20 @@ def turn_logprobs(model, processor, examples, max_length: int, batch_size: int =
             tot[t + 1] = tot.get(t + 1, 0.0) + logp[m].sum().item(); cnt[t + 1] = cnt.get(t + 1, 0) + int(m.sum())
     return {t: tot[t] / cnt[t] for t in sorted(tot) if cnt[t]}
 
+# %% ../nbs/0a_rpl.ipynb #d318c781
+def save_trained_policy(trainer, processor, out_dir, compute: dict, state) -> Path:
+    "Save `trainer`'s model, `processor` and `compute.json` to `out_dir`/policy atomically (main process), then wait for every process; the folder."
+    from reper.files import atomic_path, write_json
+    policy = Path(out_dir) / "policy"
+    tmp = policy.with_name(policy.name + ".tmp")
+    trainer.save_model(str(tmp))  # gathers FSDP / ZeRO-3 shards; writes on the main process only
+    if state.is_main_process:
+        processor.save_pretrained(tmp)  # the policy's own processor (its chat template unchanged)
+        write_json(tmp / "compute.json", compute)
+        with atomic_path(policy, is_dir=True) as t: Path(tmp).rename(t)
+    state.wait_for_everyone()
+    return policy
+
 # %% ../nbs/0a_rpl.ipynb #ead595f4
 def rpl_main(params_path: str = "params.yaml", overrides: dict | None = None, dialogues: str | None = None,
              live_dir: str | None = None) -> dict:
@@ -206,13 +237,14 @@ def rpl_main(params_path: str = "params.yaml", overrides: dict | None = None, di
     from accelerate import PartialState
     from dvclive import Live
     from reper.config import load_params, base_policy_path
-    from reper.files import read_jsonl, atomic_path, write_json
+    from reper.files import read_jsonl
     from reper.runtime import pick_device, seed_everything
     from reper.items import images_by_id
     from reper.model import load_policy
     P = load_params(params_path)
     rp = P.rpl.model_copy(update=overrides or {})
-    state = PartialState(cpu=pick_device(P.device) == "cpu")  # cpu=True: gloo across processes started by torchrun
+    device = pick_device(P.device)
+    state = PartialState(cpu=device == "cpu")  # cpu=True: gloo across processes started by torchrun
     seed_everything(rp.seed)
     recs = read_jsonl(dialogues or P.paths.dialogues, required=("id", "messages", "turns"))
     by_id = images_by_id(P.data, P.candidates.split, [r["id"] for r in recs])[1]
@@ -220,16 +252,9 @@ def rpl_main(params_path: str = "params.yaml", overrides: dict | None = None, di
     model, proc = load_policy(base_policy_path(P), "cpu", P.model.dtype)
     counts = freeze_vision_side(model)
     live = Live(live_dir, dvcyaml=None, save_dvc_exp=False, report=None) if live_dir and state.is_main_process else None
-    trainer = train_rpl(model, proc, ds, rp, P.model.max_length, rp.out_dir, pick_device(P.device), live=live)
-    policy = Path(rp.out_dir) / "policy"
-    tmp = policy.with_name(policy.name + ".tmp")
-    trainer.save_model(str(tmp))  # gathers FSDP / ZeRO-3 shards; writes on the main process only
-    if state.is_main_process:
-        proc.save_pretrained(tmp)
-        write_json(tmp / "compute.json", training_compute(trainer.state.log_history, trainer.state.num_input_tokens_seen))
-        with atomic_path(policy, is_dir=True) as t: Path(tmp).rename(t)
-    state.wait_for_everyone()
+    trainer = train_rpl(model, proc, ds, rp, P.model.max_length, rp.out_dir, device, live=live)
     hist = trainer.state.log_history
+    save_trained_policy(trainer, proc, rp.out_dir, training_compute(hist, trainer.state.num_input_tokens_seen), state)
     summary = dict(dialogues=len(ds), skipped_dialogues=len(ds.skipped), processes=state.num_processes, **counts, steps=trainer.state.global_step,
                    train_loss=next((h["train_loss"] for h in reversed(hist) if "train_loss" in h), None),
                    train_seconds=next((h["train_runtime"] for h in reversed(hist) if "train_runtime" in h), None))

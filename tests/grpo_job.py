@@ -2,7 +2,7 @@
 
 python tests/grpo_job.py ROOT OUT [--kill-at STEP] [--resume]: trains with checkpoints every step and, with
 --kill-at, dies (os._exit) right after the checkpoint of STEP is written, as a killed job would."""
-import argparse, os
+import argparse, json, os
 from rpl_job import KillAt
 
 if __name__ == "__main__":
@@ -23,4 +23,6 @@ if __name__ == "__main__":
     rewards = grpo_rewards(gp, scenes) | {"length": (lambda completions, **kw: [len(c[0]["content"]) / 20 for c in completions], 1.0)}  # differs within a group
     t = train_grpo(model, proc, prompt_dataset(scenes, images), rewards, gp, a.out, "cpu", callbacks=[KillAt(a.kill_at)] if a.kill_at else [])
     save_policy(model, proc, f"{a.out}/policy")
+    counts = t.token_counts()
+    open(f"{a.out}/counts.json", "w").write(json.dumps(counts))
     print("steps", t.state.global_step)

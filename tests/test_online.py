@@ -16,6 +16,7 @@ def test_sweep_online_grpo_stage(smoke):
     m = json.loads((smoke / "metrics/variants/grpo_s0.json").read_text())
     c = m["compute"]
     assert c["steps"] == 2 and c["generated_tokens"] > 0 and c["trained_tokens"] > c["generated_tokens"] and c["train_seconds"] > 0, c
+    assert c["trained_tokens"] == c["prompt_tokens"] + c["generated_tokens"] == c["reference_tokens"], c  # one forward of prompt and answer each, and the KL reference's
     assert set(m["turns"]) == {"turn1", "turn2"}  # the smoke loop has 2 turns
     a = json.loads((smoke / "metrics/analysis.json").read_text())
     assert "grpo" in a["capture"] and "grpo" in a["compute"] and any(c["a"] == "grpo" for c in a["claims"]["f"])
@@ -29,6 +30,8 @@ def test_grpo_resume_after_kill_matches_uninterrupted(smoke, tmp_path):
     run([sys.executable, JOB, str(smoke), str(broken), "--resume"], smoke)
     d = max_diff(weights(full / "policy"), weights(broken / "policy"))
     assert d < 1e-6, f"resumed weights differ by {d}"
+    counts = lambda p: json.loads((p / "counts.json").read_text())
+    assert counts(full) == counts(broken), "the resumed run counts the tokens of its part before the kill too"
     assert max_diff(weights(full / "policy"), weights(smoke / "models/base")) > 1e-4  # training did move the weights
 
 def test_vre_cold_start_and_grpo(smoke, tmp_path):
