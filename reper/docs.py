@@ -25,9 +25,10 @@ from nbdev.test import _skip_cell
 # %% auto #0
 __all__ = ['NPM', 'MATHJAX_CONFIG', 'PAPER_SCALE', 'PLOTS_TEMPLATE', 'EXTRA_CSS', 'npm_package', 'vendor_assets', 'exec_all',
            'doc_procs', 'tidy_show_doc', 'localise_links', 'page_name', 'library_notebooks', 'nb_title', 'source_key',
-           'library_page', 'results_page', 'dvc_out', 'metrics_tables', 'dag_edges', 'reduce_edges', 'dag_svg',
-           'pipeline_md', 'front_page', 'plots_page', 'strip_remote', 'remote_refs', 'fix_heading_ids',
-           'relink_anchors', 'finish_site', 'mkdocs_config', 'write_sources', 'build_docs', 'reper_docs']
+           'library_page', 'is_noise', 'page_outputs', 'results_page', 'dvc_out', 'metrics_tables', 'dag_edges',
+           'reduce_edges', 'dag_svg', 'pipeline_md', 'front_page', 'plots_page', 'strip_remote', 'remote_refs',
+           'fix_heading_ids', 'relink_anchors', 'finish_site', 'mkdocs_config', 'write_sources', 'build_docs',
+           'reper_docs']
 
 # %% ../nbs/0z_docs.ipynb #bfd9c8d4
 NPM = {"mathjax": "mathjax@4", "mathjax-newcm-font": "@mathjax/mathjax-newcm-font@4",  # SVG output and its font
@@ -177,14 +178,35 @@ def library_page(src: Path, out: Path, cache: Path | None = None, flags: str = "
     write_nb(_tidy_cells(nb), dst)
     return dst
 
+# %% ../nbs/0z_docs.ipynb #be5d49d2
+_NOISE = re.compile(r"^\S.*: (FutureWarning|DeprecationWarning|TqdmWarning): ")
+
+def is_noise(o: dict) -> str | None:
+    "'warning' for a stderr output made only of deprecation warnings (and tqdm's), 'progress' for a Trainer's HTML progress bar, else None."
+    if o.get("name") == "stderr":
+        lines, warned = [l for l in _src(o, "text").splitlines() if l.strip()], False
+        for l in lines:
+            if _NOISE.match(l): warned = True
+            elif not (warned and l.startswith((" ", "\t"))): return None  # a line of its own: keep the output
+        return "warning" if lines else None
+    if o.get("output_type") == "display_data" and "<progress" in _src(o.get("data", {}), "text/html"): return "progress"
+    return None
+
+def page_outputs(outputs: list) -> list:
+    "`outputs` without the noise `is_noise` finds, and one line saying what was left out (the executed notebook keeps it)."
+    kept, left = [o for o in outputs if not is_noise(o)], [is_noise(o) for o in outputs if is_noise(o)]
+    if not left: return kept
+    n = lambda k, what: f"{left.count(k)} {what}{'s' if left.count(k) > 1 else ''}" if left.count(k) else None
+    note = " and ".join(x for x in (n("warning", "library deprecation warning"), n("progress", "training progress bar")) if x)
+    return kept + [dict(output_type="stream", name="stdout", text=f"[{note} left out of this page; the executed notebook in runs/ has them]\n")]
+
 # %% ../nbs/0z_docs.ipynb #c48ac3d9
 def results_page(src: Path, out: Path) -> Path:
     "Copy of executed stage notebook `src` in folder `out`, its markdown linked to the library reference."
     nb, nl, dst = read_nb(src), NbdevLookup(), Path(out) / Path(src).name
     for c in nb.cells:
         if c["cell_type"] == "markdown": c["source"] = localise_links(nl.linkify(_src(c)), "../api/")
-        if c["cell_type"] == "code":  # tqdm.auto's warning in a kernel without ipywidgets (the bars themselves are text) is noise on a results page
-            c["outputs"] = [o for o in c.get("outputs", []) if not (o.get("name") == "stderr" and "TqdmWarning: IProgress not found" in _src(o, "text"))]
+        if c["cell_type"] == "code": c["outputs"] = page_outputs(c.get("outputs", []))  # deprecation warnings and progress bars are noise on a results page
     dst.parent.mkdir(parents=True, exist_ok=True)
     write_nb(nb, dst)
     return dst
