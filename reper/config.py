@@ -15,9 +15,10 @@ from .files import write_text_atomic
 # %% auto #0
 __all__ = ['Split', 'SPLITS', 'Temperature', 'Llava665kParams', 'DataParams', 'ModelParams', 'PretrainParams', 'EvaluateParams',
            'CandidatesParams', 'OpenAIJudgeParams', 'JudgeParams', 'ReferencesParams', 'RuleScoreParams',
-           'DialogueParams', 'DPOParams', 'GRPOParams', 'VREParams', 'GRPOGridParams', 'RPLParams', 'CriticParams',
-           'ReflectParams', 'CompareParams', 'SweepParams', 'GridParams', 'PathsParams', 'Params', 'ParamsError',
-           'parse_params', 'read_yaml', 'overlay', 'load_params', 'profile_cli', 'base_policy_path']
+           'DialogueParams', 'DPOParams', 'GRPOParams', 'VREParams', 'GRPOGridParams', 'ComputeMatchParams',
+           'RPLParams', 'CriticParams', 'ReflectParams', 'CompareParams', 'SweepParams', 'GridParams', 'PathsParams',
+           'Params', 'ParamsError', 'parse_params', 'read_yaml', 'overlay', 'load_params', 'profile_cli',
+           'base_policy_path']
 
 # %% ../nbs/00_config.ipynb #09d5a5fe
 class _Group(BaseModel):
@@ -255,6 +256,20 @@ class GRPOGridParams(_Group):
     completions_per_step: int = Field(ge=2)  # answers sampled per step at every group size
     steps: list[int] = Field(min_length=1)  # steps at which the validation captions are scored; a run lasts the largest
 
+# %% ../nbs/00_config.ipynb #ecf373ac
+class ComputeMatchParams(_Group):
+    "RPL and GRPO at each other's training compute (`compute_match.*`, stage compute_match, frozen), in forward-token equivalents."
+    seeds: list[int] = Field(min_length=1)
+    grpo_steps: list[int] = Field(min_length=1)  # GRPO's single pass scored after these steps too (and after grpo.steps and the step matching RPL's compute), one run per seed
+    rpl_images: list[int] = Field(min_length=1)  # RPL also trained on the dialogues of these many images (and of the number matching GRPO's compute)
+
+    @model_validator(mode="after")
+    def _distinct(self):
+        for k in ("seeds", "grpo_steps", "rpl_images"):
+            v = getattr(self, k)
+            if len(set(v)) != len(v) or min(v) < (0 if k == "seeds" else 1): raise ValueError(f"{k} must not repeat a value and must be >= {0 if k == 'seeds' else 1}, got {v}")
+        return self
+
 # %% ../nbs/00_config.ipynb #176a28d6
 class RPLParams(_Group):
     "Reflective perceptual learning (`rpl.*`): the policy trained on the dialogues with the reflective unlikelihood loss."
@@ -381,6 +396,7 @@ class Params(_Group):
     grpo: GRPOParams
     vre: VREParams
     grpo_grid: GRPOGridParams
+    compute_match: ComputeMatchParams
     rpl: RPLParams
     critic: CriticParams
     reflect: ReflectParams
@@ -410,6 +426,13 @@ class Params(_Group):
         if self.model.name_or_path is None and self.model.max_length <= tokens:
             raise ValueError(f"model.max_length: got {self.model.max_length}; must exceed the {tokens} image tokens "
                              f"((data.image_size / model.patch_size)^2)")
+        return self
+
+    @model_validator(mode="after")
+    def _compute_match_fits(self):
+        "RPL at less compute trains on the dialogues of fewer images than the dataset has."
+        if bad := [k for k in self.compute_match.rpl_images if k >= self.candidates.n_images]:
+            raise ValueError(f"compute_match.rpl_images: got {bad}; each must be < candidates.n_images ({self.candidates.n_images})")
         return self
 
     @model_validator(mode="after")

@@ -15,7 +15,8 @@ from .files import write_jsonl
 from .dialogues import load_judged, build_dialogues
 
 # %% auto #0
-__all__ = ['METHODS', 'variant_name', 'variant_dialogues', 'train_variant', 'grid_step', 'grid_name', 'run_grid']
+__all__ = ['METHODS', 'DATA_METHODS', 'variant_name', 'sweep_variants', 'variant_dialogues', 'train_variant', 'grid_step',
+           'grid_name', 'run_grid', 'sweep_compute', 'dialogues_of_images', 'matched_budgets', 'compute_match']
 
 # %% ../nbs/0e_sweep.ipynb #fe63498b
 METHODS = ("rpl", "sft", "dpo", "grpo", "vre")  # offline on the reflection dataset, then online RL
@@ -24,6 +25,11 @@ def variant_name(method: str, seed: int = 0) -> str:
     "`rpl_s0`, `sft_s1`, `dpo_s2`."
     if method not in METHODS: raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     return f"{method}_s{seed}"
+
+# %% ../nbs/0e_sweep.ipynb #e0f3033f
+def sweep_variants(P) -> dict[str, list[int]]:
+    "Each sweep method's seeds: `sweep.seeds` for the offline methods, `sweep.online_seeds` for the online ones."
+    return {m: list(P.sweep.seeds) for m in P.sweep.methods} | {m: list(P.sweep.online_seeds) for m in P.sweep.online_methods}
 
 # %% ../nbs/0e_sweep.ipynb #92b2edbf
 def variant_dialogues(P, min_gap: float, out_path) -> int:
@@ -36,12 +42,14 @@ def variant_dialogues(P, min_gap: float, out_path) -> int:
 
 # %% ../nbs/0e_sweep.ipynb #e2f184ce
 def train_variant(params_path: str, method: str, seed: int, rpl: dict | None = None, min_gap: float | None = None,
-                  out_dir: str | None = None) -> Path:
-    "Train variant (`method`, `seed`, with `rpl.*` overrides and a score gap) from the base policy into `out_dir`; the folder of its policy (with its `compute.json`)."
+                  out_dir: str | None = None, dialogues: str | None = None) -> Path:
+    "Train variant (`method`, `seed`, with `rpl.*` overrides and a score gap, or on the RPL `dialogues` of that file) from the base policy into `out_dir`; the folder of its policy (with its `compute.json`)."
     from reper.files import write_text_atomic
     P = load_params(params_path)
     out = Path(out_dir or f"models/variants/{variant_name(method, seed)}")
-    plain = not rpl and min_gap is None
+    if dialogues is not None and (method not in ("rpl", "sft") or min_gap is not None):
+        raise ValueError(f"dialogues: only RPL and SFT train on a dialogues file, and not beside a min_gap (got method {method!r}, min_gap {min_gap})")
+    plain = not rpl and min_gap is None and dialogues is None
     reuse = {("rpl", P.rpl.seed): Path(P.rpl.out_dir) / "policy", ("dpo", P.dpo.seed): Path(P.dpo.out_dir)}.get((method, seed)) if plain else None
     if reuse is not None:  # trained by its own stage (train_rpl, train_dpo): point at it
         write_text_atomic(out / "source.json", json.dumps(dict(policy=str(reuse))))
@@ -58,7 +66,7 @@ def train_variant(params_path: str, method: str, seed: int, rpl: dict | None = N
         from reper.vre import vre_main
         vre_main(params_path, seed, str(out))
         return out / "policy"
-    dialogues = None  # rpl_main reads paths.dialogues
+    # dialogues None: rpl_main reads paths.dialogues
     if min_gap is not None and min_gap != P.dialogue.min_gap:
         dialogues = str(out / "dialogues.jsonl"); variant_dialogues(P, min_gap, dialogues)
     from reper.rpl import launch_rpl
@@ -117,3 +125,82 @@ def run_grid(params_path: str, work_dir: str = "models/grid", device: str = "cpu
         best = max(cfgs, key=lambda c: score[grid_name(c)])
         chosen.append(best)
     return pd.concat(rows.values(), ignore_index=True), chosen
+
+# %% ../nbs/0e_sweep.ipynb #46a69025
+DATA_METHODS = ("rpl", "sft", "dpo", "vre")  # they learn from the candidates stage's samples (VRE: its cold start is built from them)
+
+def sweep_compute(P, root=".") -> pd.DataFrame:
+    "Per sweep method: its seeds, the mean of their training `compute`, the tokens of the data it learns from, and the whole in forward-token equivalents (`fte`)."
+    import numpy as np
+    from reper.files import read_jsonl
+    from reper.rpl import candidates_compute, forward_equivalents
+    data = candidates_compute(read_jsonl(Path(root) / P.paths.candidates))
+    rows = []
+    for m, seeds in sweep_variants(P).items():
+        cs = [json.loads((Path(root) / "metrics/variants" / f"{variant_name(m, s)}.json").read_text())["compute"] for s in seeds]
+        d = data if m in DATA_METHODS else dict.fromkeys(data, 0)
+        rows.append(dict(method=m, seeds=len(cs), **{k: float(np.mean([c[k] for c in cs])) for k in cs[0]},
+                         data_generated_tokens=d["generated_tokens"], data_prompt_tokens=d["prompt_tokens"],
+                         fte=float(np.mean([forward_equivalents(c) for c in cs])) + forward_equivalents(d)))
+    return pd.DataFrame(rows).set_index("method")
+
+# %% ../nbs/0e_sweep.ipynb #fc862927
+def dialogues_of_images(P, n_images: int, out_path) -> tuple[int, dict]:
+    "Write the dialogues (`paths.dialogues`) of the first `n_images` images the candidates were sampled on to `out_path`; how many, and the compute of those images' candidates."
+    from reper.files import read_jsonl
+    from reper.rpl import candidates_compute
+    cands = read_jsonl(P.paths.candidates)
+    ids = list(dict.fromkeys(c["id"] for c in cands))  # the candidates stage's image order
+    if not 1 <= n_images <= len(ids): raise ValueError(f"n_images must be in [1, {len(ids)}] (the images of {P.paths.candidates}), got {n_images}")
+    keep = set(ids[:n_images])
+    n = write_jsonl(out_path, [d for d in read_jsonl(P.paths.dialogues) if d["id"] in keep])
+    return n, candidates_compute(cands, keep)
+
+def matched_budgets(rpl_fte: float, grpo_fte: float, grpo_steps: int, n_images: int) -> dict:
+    "GRPO's step count at RPL's compute, and the image count whose dialogues cost RPL GRPO's compute (each cost taken as linear in what it scales)."
+    if not 0 < grpo_fte < rpl_fte: raise ValueError(f"RPL's compute ({rpl_fte:,.0f}) must exceed GRPO's ({grpo_fte:,.0f}): RPL is matched to GRPO by shrinking its data")
+    return dict(grpo_steps=max(1, round(rpl_fte / (grpo_fte / grpo_steps))), rpl_images=min(n_images - 1, max(1, round(n_images * grpo_fte / rpl_fte))))
+
+# %% ../nbs/0e_sweep.ipynb #c56768a7
+def compute_match(params_path: str = "params.yaml", work_dir: str = "models/compute_match", progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    "RPL and GRPO at each other's compute (`compute_match.*`): per-image rows on the evaluation images, one record per run with what it cost, and the budgets matched."
+    import shutil
+    from tqdm import tqdm
+    from reper.config import base_policy_path
+    from reper.evaluation import run_loop
+    from reper.files import read_jsonl
+    from reper.grpo import StepScore, grpo_main, grpo_compute
+    from reper.model import load_policy
+    from reper.rpl import forward_equivalents
+    from reper.runtime import pick_device
+    from reper.scenes import load_scenes
+    P = load_params(params_path); C = P.compute_match
+    comp = sweep_compute(P)
+    if missing := {"rpl", "grpo"} - set(comp.index): raise ValueError(f"{params_path}: compute_match needs the sweeps' {sorted(missing)} seeds (sweep.methods, sweep.online_methods)")
+    n_images = len({c["id"] for c in read_jsonl(P.paths.candidates)})
+    match = matched_budgets(comp.fte["rpl"], comp.fte["grpo"], P.grpo.steps, n_images)
+    steps, counts = sorted({*C.grpo_steps, P.grpo.steps, match["grpo_steps"]}), sorted({*C.rpl_images, match["rpl_images"]})
+    scenes, images, _ = load_scenes(P.data.root, P.evaluate.split, P.data.on_bad_image, limit=P.evaluate.n_images)
+    device, proc = pick_device(P.device), load_policy(base_policy_path(P))[1]
+    rows, runs = [], []
+    for seed in tqdm(C.seeds, desc="compute_match seeds", disable=not progress):
+        cb = StepScore(scenes, images, steps, P.reflect.max_new_tokens, P.reflect.batch_size, P.model.max_length, proc, method="grpo", seed=seed)
+        s = grpo_main(params_path, dict(seed=seed, steps=max(steps), logging_steps=1, save_steps=0, resume=False, out_dir=f"{work_dir}/grpo_s{seed}"), callbacks=[cb])
+        for st in steps:
+            c = grpo_compute(s["history"], P.grpo.beta, step=st)
+            runs.append(dict(method="grpo", system=f"grpo@{st}", seed=seed, images=None, dialogues=None, fte=forward_equivalents(c), **c))
+        g = pd.DataFrame([r for r in cb.rows if r["step"] > 0])
+        rows.append(g.assign(system="grpo@" + g.step.astype(str), policy="grpo", turn=1))
+        shutil.rmtree(f"{work_dir}/grpo_s{seed}", ignore_errors=True)
+        for k in counts:
+            out = Path(work_dir) / f"rpl_i{k}_s{seed}"
+            n, data = dialogues_of_images(P, k, out / "dialogues.jsonl")
+            pol = train_variant(params_path, "rpl", seed, out_dir=str(out), dialogues=str(out / "dialogues.jsonl"))
+            c = json.loads((pol / "compute.json").read_text())
+            model, pproc = load_policy(pol, device, P.model.dtype)
+            rows.append(run_loop(model, pproc, scenes, images, P.reflect, P.model.max_length, "oracle", system=f"rpl@{k}", policy="rpl", seed=seed)[1])
+            runs.append(dict(method="rpl", system=f"rpl@{k}", seed=seed, images=k, dialogues=n, fte=forward_equivalents(c) + forward_equivalents(data), **c,
+                             data_generated_tokens=data["generated_tokens"], data_prompt_tokens=data["prompt_tokens"]))
+            shutil.rmtree(out, ignore_errors=True)
+    return pd.concat(rows, ignore_index=True), pd.DataFrame(runs), dict(match, scored_steps=steps, trained_images=counts, n_images=n_images,
+                                                                       sweep_fte={m: float(comp.fte[m]) for m in ("rpl", "grpo")})

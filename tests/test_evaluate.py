@@ -10,11 +10,10 @@ def P(smoke): return load_params(smoke / "params.yaml")
 
 @pytest.fixture(scope="module")
 def rows(smoke):
-    from reper.sweep import variant_name
+    from reper.sweep import variant_name, sweep_variants
     P = load_params(smoke / "params.yaml")
-    seeds = {m: P.sweep.seeds for m in P.sweep.methods} | {m: P.sweep.online_seeds for m in P.sweep.online_methods}
     return pd.concat([pd.read_parquet(smoke / "results/evaluate.parquet")] +
-                     [pd.read_parquet(smoke / f"results/variants/{variant_name(m, s)}.parquet") for m, ss in seeds.items() for s in ss])
+                     [pd.read_parquet(smoke / f"results/variants/{variant_name(m, s)}.parquet") for m, ss in sweep_variants(P).items() for s in ss])
 
 def test_every_system_has_every_image_and_turn(smoke, P, rows):
     "Each policy in each loop (main loops from the seed stages) has one row per test image and turn, CAPTURE in [0, 1]."
@@ -85,7 +84,7 @@ def test_grid_chose_on_validation(smoke, P):
 def test_analysis_states_claims_with_intervals(smoke):
     "Every claim has a difference inside its interval and a verdict that agrees with the interval; controls are judged."
     a = json.loads((smoke / "metrics/analysis.json").read_text())
-    assert set(a["claims"]) == {"a", "b", "c", "d", "e", "f"}  # (f): the online methods against RePer
+    assert set(a["claims"]) == {"a", "b", "c", "d", "e", "f", "g"}  # (f): the online methods against RePer; (g): RPL and GRPO at equal compute
     for cs in a["claims"].values():
         for c in cs:
             assert c["lo"] - 1e-9 <= c["diff"] <= c["hi"] + 1e-9, c
@@ -108,3 +107,21 @@ def test_reflect_params_rerun_evaluation_not_training(smoke):
     "reflect.* reaches the evaluations, never the trainings it does not feed."
     stale = newly_stale(smoke, "reflect.n_turns", 3)
     assert "evaluate" in stale and any(s.startswith("sweep_seeds") for s in stale) and "train_rpl" not in stale and "pretrain" not in stale
+
+def test_compute_match_runs_each_method_at_the_others_budget(smoke, P, rows):
+    "compute_match: GRPO's checkpoint at grpo.steps is the sweep's GRPO policy (same captions), compute grows with steps and images, and the matched budgets land near the defaults."
+    cm = json.loads((smoke / "metrics/compute_match.json").read_text())
+    cmr = pd.read_parquet(smoke / "results/compute_match.parquet")
+    S, k = cm["grpo_steps"], cm["rpl_images"]
+    assert S in cm["scored_steps"] and P.grpo.steps in cm["scored_steps"] and k in cm["trained_images"]
+    for seed in set(P.compute_match.seeds) & set(P.sweep.online_seeds):  # the long run passes through the sweep's run
+        here = cmr[(cmr.system == f"grpo@{P.grpo.steps}") & (cmr.seed == seed)].sort_values("id").text.tolist()
+        there = rows[(rows.system == "grpo") & (rows.seed == seed) & (rows.turn == 1)].sort_values("id").text.tolist()
+        assert here == there, "GRPO's checkpoint at grpo.steps should caption as the sweep's GRPO policy"
+    runs = pd.DataFrame(cm["runs"])
+    for m, by in (("grpo", "steps"), ("rpl", "images")):
+        for _, d in runs[runs.method == m].groupby("seed"):
+            assert d.sort_values(by).fte.is_monotonic_increasing, d
+    fte = {s: v["fte"] for s, v in cm["systems"].items()}
+    assert 0.5 < fte[f"grpo@{S}"] / cm["sweep_fte"]["rpl"] < 2, (fte, cm["sweep_fte"])  # matched to within the linear estimate
+    assert set(cmr[cmr.system == f"rpl@{k}"].turn) == set(range(1, P.reflect.n_turns + 1)) and set(cmr[cmr.system == f"grpo@{S}"].turn) == {1}
