@@ -15,8 +15,9 @@ from .files import write_jsonl
 from .dialogues import load_judged, build_dialogues
 
 # %% auto #0
-__all__ = ['METHODS', 'DATA_METHODS', 'variant_name', 'sweep_variants', 'variant_dialogues', 'train_variant', 'grid_step',
-           'grid_name', 'run_grid', 'sweep_compute', 'dialogues_of_images', 'matched_budgets', 'compute_match']
+__all__ = ['METHODS', 'DATA_METHODS', 'variant_name', 'sweep_variants', 'variant_dialogues', 'train_variant', 'variant_metrics',
+           'grid_step', 'grid_name', 'run_grid', 'sweep_compute', 'dialogues_of_images', 'matched_budgets',
+           'compute_match']
 
 # %% ../nbs/0e_sweep.ipynb #fe63498b
 METHODS = ("rpl", "sft", "dpo", "grpo", "vre")  # offline on the reflection dataset, then online RL
@@ -72,6 +73,17 @@ def train_variant(params_path: str, method: str, seed: int, rpl: dict | None = N
     from reper.rpl import launch_rpl
     launch_rpl(params_path, dict(rpl or {}) | dict(seed=seed, out_dir=str(out)) | (dict(alpha=0.0) if method == "sft" else {}), dialogues)
     return out / "policy"
+
+# %% ../nbs/0e_sweep.ipynb #d5c5cf9a
+def variant_metrics(name: str, method: str, seed: int, results, rows: pd.DataFrame, scenes, train_seconds: float, eval_seconds: float,
+                    compute: dict, **extra) -> tuple[pd.DataFrame, dict]:
+    "The per-turn table of a variant's evaluation (`results` and their `rows`) and its `metrics/variants/<name>.json` record (`extra` keys included)."
+    from reper.reflect import turn_metrics
+    turns = turn_metrics(results, scenes).assign(capture=rows.groupby("turn").capture.mean().values)
+    per_turn = {f"turn{int(r.turn)}": dict(capture=round(r.capture, 4), obj_precision=round(r.obj_precision, 4), obj_recall=round(r.obj_recall, 4),
+                                           chair_i=round(r.chair_i, 4), words=round(r.mean_words, 2)) for _, r in turns.iterrows()}
+    return turns, dict(name=name, method=method, seed=seed, n_images=len(scenes), train_seconds=round(train_seconds, 1), eval_seconds=round(eval_seconds, 1),
+                       compute=compute, **extra, turns=per_turn)
 
 # %% ../nbs/0e_sweep.ipynb #1fffd27a
 def grid_step(step: int, G, best: dict | None = None) -> list[dict]:
