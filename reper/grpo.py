@@ -48,7 +48,7 @@ class SceneReward:
 
 # %% ../nbs/0i_grpo.ipynb #0a63602a
 class PolicyGRPOTrainer(LlavaResume, GRPOTrainer):
-    "TRL's `GRPOTrainer` for a llava-hf policy: resumes through `from_pretrained`; `generated_tokens` counts the tokens sampled."
+    "TRL's `GRPOTrainer` for a llava-hf or Qwen2-VL policy: resumes through `from_pretrained`; `generated_tokens` counts the tokens sampled."
     generated_tokens = 0
     def _generate_single_turn(self, *args, **kw):
         ids, logprobs = super()._generate_single_turn(*args, **kw)
