@@ -56,11 +56,14 @@ class PolicyGRPOTrainer(LlavaResume, GRPOTrainer):
         return ids, logprobs
 
 def grpo_processor(processor):
-    "A copy of `processor` whose chat template starts with BOS when its tokenizer does not add one."
+    "A copy of `processor` as TRL's `GRPOTrainer` reads it: its tokenizer pads on the left, its chat template starts with BOS when the tokenizer adds none."
     tok = processor.tokenizer
-    if tok.bos_token is None or tok("x").input_ids[:1] == [tok.bos_token_id] or processor.chat_template.startswith("{{ bos_token }}"): return processor
+    bos = not (tok.bos_token is None or tok("x").input_ids[:1] == [tok.bos_token_id] or processor.chat_template.startswith("{{ bos_token }}"))
+    if not bos and tok.padding_side == "left": return processor
     out = copy.copy(processor)
-    out.chat_template = "{{ bos_token }}" + processor.chat_template
+    if bos: out.chat_template = "{{ bos_token }}" + processor.chat_template
+    if tok.padding_side != "left":  # TRL left-pads the prompts and reads the processor's per-token fields (mm_token_type_ids) as left-padded
+        out.tokenizer = copy.deepcopy(tok); out.tokenizer.padding_side = "left"
     return out
 
 # %% ../nbs/0i_grpo.ipynb #d964876b
