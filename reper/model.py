@@ -359,7 +359,7 @@ def checkpoint_record(path) -> dict:
     if not (path / "config.json").exists(): raise FileNotFoundError(f"{path}: no llava-hf or Qwen2-VL checkpoint here (config.json missing)")
     policy_type(path)
     cfg = AutoConfig.from_pretrained(path)
-    proc, ip = load_processor(path, cfg), None
+    proc = load_processor(path, cfg)
     if cfg.model_type == "llava":
         sizes = dict(image_size=proc.image_processor.crop_size["height"], patch_size=proc.patch_size, n_image_tokens=n_image_tokens(proc))
     else:  # Qwen2-VL: any image size, resized within [min_pixels, max_pixels] to whole 28 px tokens; so the token count varies
