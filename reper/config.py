@@ -76,7 +76,7 @@ class DataParams(_Group):
 # %% ../nbs/00_config.ipynb #1cb3ad49
 class ModelParams(_Group):
     "The policy (`model.*`): a tiny LLaVA built from these sizes, or a local llava-hf checkpoint."
-    name_or_path: Optional[str]  # local llava-hf folder: the base policy, nothing pretrained; None: the tiny model
+    name_or_path: Optional[str]  # local llava-hf LLaVA or Qwen2-VL folder: the base policy, nothing pretrained; None: the tiny model
     dtype: Literal["float32", "bfloat16", "float16"]  # weights when stages load a policy (bfloat16 for 7B/13B on GPUs)
     vocab_size: int = Field(ge=64, le=65536)  # BPE vocabulary of the tiny tokenizer
     patch_size: int = Field(ge=2, le=64)  # px; image tokens = (image_size / patch_size)^2

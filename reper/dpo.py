@@ -13,7 +13,7 @@ from datasets import Dataset
 from trl import DPOConfig, DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
 from .config import DialogueParams, DPOParams
-from .model import render_dialogue
+from .model import render_chat
 from .dialogues import choose_chain
 from .pretrain import LiveLogger
 from .rpl import freeze_vision_side, target_logprobs, training_compute
@@ -43,14 +43,14 @@ def dpo_pairs(scenes, candidates: list[dict], dp: DialogueParams) -> tuple[list[
     return out, stats
 
 # %% ../nbs/0b_dpo.ipynb #d5b39047
-def preference_dataset(pairs: list[dict], images: dict, tokenizer) -> Dataset:
-    "TRL's vision preference rows for `pairs`: `images`, `prompt` (BOS, LLaVA-1.5 user turn), `chosen`, `rejected`."
-    rows = []
+def preference_dataset(pairs: list[dict], images: dict, processor) -> Dataset:
+    "TRL's vision preference rows for `pairs`: `images`, `prompt` (BOS, the user turn in `processor`'s chat format), `chosen`, `rejected`."
+    rows, tok = [], processor.tokenizer
     for p in pairs:
         user = {"role": "user", "text": p["instruction"]}
-        (prompt, _), (chosen, _) = render_dialogue([user, {"role": "assistant", "text": p["chosen"]}], tokenizer.eos_token)
-        rejected = render_dialogue([user, {"role": "assistant", "text": p["rejected"]}], tokenizer.eos_token)[1][0]
-        rows.append(dict(images=[images[p["id"]]], prompt=(tokenizer.bos_token or "") + prompt, chosen=chosen, rejected=rejected))
+        (prompt, _), (chosen, _) = render_chat(processor, [user, {"role": "assistant", "text": p["chosen"]}])[:2]
+        rejected = render_chat(processor, [user, {"role": "assistant", "text": p["rejected"]}])[1][0]
+        rows.append(dict(images=[images[p["id"]]], prompt=(tok.bos_token or "") + prompt, chosen=chosen, rejected=rejected))
     return Dataset.from_list(rows)
 
 # %% ../nbs/0b_dpo.ipynb #bd227cf4
@@ -121,7 +121,7 @@ def dpo_main(params_path: str = "params.yaml", overrides: dict | None = None, li
     device = pick_device(P.device)
     model, processor = load_policy(base_policy_path(P), device, P.model.dtype)
     counts = freeze_vision_side(model)  # what train_dpo trains: the language model
-    ds = preference_dataset(pairs, by_id, processor.tokenizer)
+    ds = preference_dataset(pairs, by_id, processor)
     ref_logps = completion_logps(model, processor, ds, 32, P.model.max_length)  # (N, 2) the base policy: DPO's reference
     t0 = time.time()
     hist = train_dpo(model, processor, ds, D, P.model.max_length, f"{D.out_dir}.trainer", device, live)

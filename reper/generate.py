@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 from tqdm import tqdm  # text bars: no ipywidgets warning, readable in executed notebooks
-from .model import encode_dialogue
+from .model import encode_dialogue, image_inputs
 
 # %% auto #0
 __all__ = ['RowTemperature', 'pad_prompts', 'collate_prompts', 'generate_answers', 'caption_dialogue']
@@ -25,16 +25,16 @@ class RowTemperature(LogitsProcessor):
 
 # %% ../nbs/04_generate.ipynb #ab2b3071
 def pad_prompts(processor, encoded: list[list[int]], images: list) -> dict:
-    "Left-padded `input_ids`, `attention_mask` and `pixel_values` for prompt ids awaiting an answer."
+    "Left-padded `input_ids`, `attention_mask` and the image inputs (`image_inputs`) for prompt ids awaiting an answer."
     width, pad = max(map(len, encoded)), processor.tokenizer.pad_token_id
     ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded])
     mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded])
-    pix = processor.image_processor(images, return_tensors="pt")["pixel_values"]
-    return dict(input_ids=ids, attention_mask=mask, pixel_values=pix)
+    return dict(input_ids=ids, attention_mask=mask, **image_inputs(processor, images, ids))
 
 def collate_prompts(processor, dialogues: list[list[dict]], images: list, max_length: int) -> dict:
     "`pad_prompts` for dialogues awaiting an answer."
-    return pad_prompts(processor, [encode_dialogue(processor, d, max_length, add_generation_prompt=True)["input_ids"] for d in dialogues], images)
+    return pad_prompts(processor, [encode_dialogue(processor, d, max_length, add_generation_prompt=True, image=im)["input_ids"]
+                                   for d, im in zip(dialogues, images)], images)
 
 # %% ../nbs/04_generate.ipynb #4d9762bd
 @torch.no_grad()
@@ -47,7 +47,7 @@ def generate_answers(model, processor, dialogues: list[list[dict]], images: list
     if not (len(images) == len(temps) == n): raise ValueError(f"got {n} dialogues, {len(images)} images, {len(temps)} temperatures")
     torch.manual_seed(seed)
     dev, tok, out = model.device, processor.tokenizer, [None] * n
-    encs = [encode_dialogue(processor, d, max_length, add_generation_prompt=True)["input_ids"] for d in dialogues]
+    encs = [encode_dialogue(processor, d, max_length, add_generation_prompt=True, image=im)["input_ids"] for d, im in zip(dialogues, images)]
     order = sorted(range(n), key=lambda i: len(encs[i]))  # similar lengths share a batch: little left padding
     for s in tqdm(range(0, n, batch_size), desc="generating", disable=not progress):
         idx = order[s:s + batch_size]

@@ -49,7 +49,7 @@ class SceneReward:
 
 # %% ../nbs/0i_grpo.ipynb #0a63602a
 class PolicyGRPOTrainer(LlavaResume, GRPOTrainer):
-    "TRL's `GRPOTrainer` for a llava-hf policy: resumes through `from_pretrained`; counts the tokens it samples and prefills, into every log."
+    "TRL's `GRPOTrainer` for a llava-hf or Qwen2-VL policy: resumes through `from_pretrained`; counts the tokens it samples and prefills, into every log."
     generated_tokens = prompt_tokens = 0  # this process's, since this process started
     def _generate_single_turn(self, prompt_ids, *args, **kw):
         ids, logprobs = super()._generate_single_turn(prompt_ids, *args, **kw)
@@ -68,11 +68,14 @@ class PolicyGRPOTrainer(LlavaResume, GRPOTrainer):
         super().log(logs | self.token_counts(), *args, **kw)
 
 def grpo_processor(processor):
-    "A copy of `processor` whose chat template starts with BOS when its tokenizer does not add one."
+    "A copy of `processor` as TRL's `GRPOTrainer` reads it: its tokenizer pads on the left, its chat template starts with BOS when the tokenizer adds none."
     tok = processor.tokenizer
-    if tok.bos_token is None or tok("x").input_ids[:1] == [tok.bos_token_id] or processor.chat_template.startswith("{{ bos_token }}"): return processor
+    bos = not (tok.bos_token is None or tok("x").input_ids[:1] == [tok.bos_token_id] or processor.chat_template.startswith("{{ bos_token }}"))
+    if not bos and tok.padding_side == "left": return processor
     out = copy.copy(processor)
-    out.chat_template = "{{ bos_token }}" + processor.chat_template
+    if bos: out.chat_template = "{{ bos_token }}" + processor.chat_template
+    if tok.padding_side != "left":  # TRL left-pads the prompts and reads the processor's per-token fields (mm_token_type_ids) as left-padded
+        out.tokenizer = copy.deepcopy(tok); out.tokenizer.padding_side = "left"
     return out
 
 # %% ../nbs/0i_grpo.ipynb #d964876b

@@ -1,4 +1,4 @@
-"""The policy: a LLaVA-1.5-style chat format, a tokenizer and processor built offline, and a tiny `LlavaForConditionalGeneration`.
+"""The policy: a LLaVA-1.5-style chat format, a tokenizer and processor built offline, and a tiny `LlavaForConditionalGeneration`; llava-hf LLaVA-1.5 and Qwen2-VL checkpoints through the same functions.
 
 Docs: https://reper-dev.github.io/reper/model.html.md"""
 
@@ -6,22 +6,27 @@ Docs: https://reper-dev.github.io/reper/model.html.md"""
 
 # %% ../nbs/03_model.ipynb #c03ea28f
 from __future__ import annotations
-import bisect, hashlib, json
+import bisect, hashlib, json, math
 from pathlib import Path
 import torch
-from tokenizers import Tokenizer, models, trainers, pre_tokenizers, decoders
-from transformers import (AutoProcessor, CLIPImageProcessorPil, CLIPVisionConfig, LlamaConfig, LlamaTokenizer, LlavaConfig,
-                          LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerFast)
+from tokenizers import Regex, Tokenizer, models, trainers, pre_tokenizers, decoders
+from transformers import (AutoConfig, AutoProcessor, CLIPImageProcessorPil, CLIPVisionConfig, LlamaConfig, LlamaTokenizer, LlavaConfig,
+                          LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerFast, Qwen2Tokenizer, Qwen2VLConfig,
+                          Qwen2VLForConditionalGeneration, Qwen2VLImageProcessorPil, Qwen2VLProcessor)
+from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 from .config import ModelParams
 from .files import atomic_path
 from .feedback import SCORE_SENTENCE, ASK
 
 # %% auto #0
-__all__ = ['IMAGE_TOKEN', 'SPECIAL_TOKENS', 'CHAT_TEMPLATE', 'SCAFFOLD_TEXTS', 'CHECKPOINT_RECORD', 'CLIP_MEAN', 'CLIP_STD',
-           'LLAVA15_IMAGE_SIZE', 'LLAVA15_PATCH', 'LLAVA15_CHAT_TEMPLATE', 'render_dialogue', 'train_tokenizer',
-           'make_processor', 'n_image_tokens', 'encode_dialogue', 'tiny_llava_config', 'build_tiny_policy',
-           'save_policy', 'complete_processor', 'load_policy', 'train_llama_tokenizer', 'llava15_processor',
-           'tiny_llava15', 'checkpoint_record', 'record_checkpoint']
+__all__ = ['IMAGE_TOKEN', 'SPECIAL_TOKENS', 'CHAT_TEMPLATE', 'QWEN2VL_SYSTEM', 'QWEN2VL_CHAT_TEMPLATE', 'SCAFFOLD_TEXTS',
+           'POLICY_MODELS', 'CHECKPOINT_RECORD', 'CLIP_MEAN', 'CLIP_STD', 'LLAVA15_IMAGE_SIZE', 'LLAVA15_PATCH',
+           'LLAVA15_CHAT_TEMPLATE', 'QWEN2VL_SPECIAL_TOKENS', 'IMAGE_INPUTS', 'render_dialogue', 'render_qwen2vl',
+           'render_chat', 'train_tokenizer', 'make_processor', 'policy_family', 'n_image_tokens', 'encode_dialogue',
+           'tiny_llava_config', 'build_tiny_policy', 'save_policy', 'complete_processor', 'policy_type',
+           'load_processor', 'load_policy', 'train_llama_tokenizer', 'llava15_processor', 'tiny_llava15',
+           'train_qwen2_tokenizer', 'Qwen2VLImagesProcessor', 'qwen2vl_processor', 'image_grid', 'image_inputs',
+           'vision_modules', 'tiny_qwen2vl', 'checkpoint_record', 'record_checkpoint']
 
 # %% ../nbs/03_model.ipynb #e19c9497
 IMAGE_TOKEN = "<image>"
@@ -49,6 +54,41 @@ CHAT_TEMPLATE = ("{% for m in messages %}{% if m['role'] == 'user' %}USER: "
                  "{% else %}{% for c in m['content'] %}{% if c['type'] == 'text' %} {{ c['text'] }}{% endif %}{% endfor %}</s>"
                  "{% endif %}{% endfor %}")
 
+# %% ../nbs/03_model.ipynb #424e88db
+QWEN2VL_SYSTEM = "You are a helpful assistant."  # the system message Qwen2-VL's template opens a dialogue with
+QWEN2VL_CHAT_TEMPLATE = (  # Qwen2-VL-Instruct's chat template (chat_template.json of the checkpoints)
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}{% for content in message['content'] %}{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}"
+    "<|vision_start|><|image_pad|><|vision_end|>{% elif content['type'] == 'video' or 'video' in content %}"
+    "{% set video_count.value = video_count.value + 1 %}{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}"
+    "<|vision_start|><|video_pad|><|vision_end|>{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+# %% ../nbs/03_model.ipynb #459669d1
+def render_qwen2vl(messages: list[dict], add_generation_prompt: bool = False) -> list[tuple[str, int]]:
+    "Text segments of a dialogue in Qwen2-VL's chat format, each with its assistant-turn index (-1: context)."
+    segs, turn = [], 0
+    for k, m in enumerate(messages):
+        if m["role"] == "user":
+            head = f"<|im_start|>system\n{QWEN2VL_SYSTEM}<|im_end|>\n" if k == 0 else ""
+            img = "<|vision_start|><|image_pad|><|vision_end|>" if k == 0 else ""
+            segs.append((f"{head}<|im_start|>user\n{img}{m['text']}<|im_end|>\n<|im_start|>assistant\n", -1))
+        elif m["role"] == "assistant":
+            segs += [(f"{m['text']}<|im_end|>", turn), ("\n", -1)]; turn += 1
+        else: raise ValueError(f"message {k}: role must be 'user' or 'assistant', got {m['role']!r}")
+    if messages and messages[-1]["role"] == "assistant" and add_generation_prompt:
+        raise ValueError("add_generation_prompt needs the dialogue to end with a user message")
+    return segs
+
+# %% ../nbs/03_model.ipynb #2faf2605
+def render_chat(processor, messages: list[dict], add_generation_prompt: bool = False) -> list[tuple[str, int]]:
+    "Text segments of a dialogue in the chat format of `processor`'s family, each with its assistant-turn index (-1: context)."
+    if policy_family(processor) == "qwen2_vl": return render_qwen2vl(messages, add_generation_prompt)
+    return render_dialogue(messages, processor.tokenizer.eos_token, add_generation_prompt)
+
 # %% ../nbs/03_model.ipynb #5e43bb78
 SCAFFOLD_TEXTS = ["USER: ASSISTANT:", SCORE_SENTENCE.format(score="0 1 2 3 4 5 6 7 8 9 10"), ASK]
 
@@ -71,20 +111,33 @@ def make_processor(tokenizer, image_size: int, patch_size: int) -> LlavaProcesso
     return LlavaProcessor(image_processor=ip, tokenizer=tokenizer, patch_size=patch_size, chat_template=CHAT_TEMPLATE,
                           vision_feature_select_strategy="default", num_additional_image_tokens=1)
 
+# %% ../nbs/03_model.ipynb #df1025f8
+POLICY_MODELS = {"llava": LlavaForConditionalGeneration, "qwen2_vl": Qwen2VLForConditionalGeneration}  # model_type -> class reper loads
+
+# %% ../nbs/03_model.ipynb #645cce60
+def policy_family(processor) -> str:
+    "The policy family of `processor`: 'llava' or 'qwen2_vl'."
+    if isinstance(processor, Qwen2VLProcessor): return "qwen2_vl"
+    if isinstance(processor, LlavaProcessor): return "llava"
+    raise ValueError(f"a {type(processor).__name__}: reper reads LLaVA ('llava') and Qwen2-VL ('qwen2_vl') processors")
+
 # %% ../nbs/03_model.ipynb #ffeee147
-def n_image_tokens(processor) -> int:
-    "Image tokens per image: patches, plus CLS unless the `default` strategy drops it."
+def n_image_tokens(processor, image=None) -> int:
+    "Image tokens per image: LLaVA's patches, plus CLS unless the `default` strategy drops it; Qwen2-VL's merged patches of `image`."
+    if policy_family(processor) == "qwen2_vl":
+        if image is None: raise ValueError("a Qwen2-VL processor's image-token count depends on the image's size: pass the image")
+        return math.prod(image_grid(processor, image))
     crop = processor.image_processor.crop_size
     n = (crop["height"] // processor.patch_size) * (crop["width"] // processor.patch_size)
     n += processor.num_additional_image_tokens
     return n - (1 if processor.vision_feature_select_strategy == "default" else 0)
 
 # %% ../nbs/03_model.ipynb #4c88acb7
-def encode_dialogue(processor, messages: list[dict], max_length: int, add_generation_prompt=False) -> dict:
-    "Token ids, labels and per-token turn index of a dialogue (image tokens expanded)."
-    tok = processor.tokenizer
-    img = IMAGE_TOKEN * n_image_tokens(processor)
-    segs = [(text.replace(IMAGE_TOKEN, img), turn) for text, turn in render_dialogue(messages, tok.eos_token, add_generation_prompt)]
+def encode_dialogue(processor, messages: list[dict], max_length: int, add_generation_prompt=False, image=None) -> dict:
+    "Token ids, labels and per-token turn index of a dialogue (image tokens expanded; Qwen2-VL counts them on `image`)."
+    tok, n_want = processor.tokenizer, n_image_tokens(processor, image)
+    img = processor.image_token * n_want
+    segs = [(text.replace(processor.image_token, img), turn) for text, turn in render_chat(processor, messages, add_generation_prompt)]
     ends, n = [], 0  # character offset where each segment ends
     for text, _ in segs: n += len(text); ends.append(n)
     enc = tok("".join(t for t, _ in segs), add_special_tokens=False, return_offsets_mapping=True)
@@ -92,8 +145,8 @@ def encode_dialogue(processor, messages: list[dict], max_length: int, add_genera
     turns = [segs[min(bisect.bisect_right(ends, start), len(segs) - 1)][1] for start, _ in enc["offset_mapping"]]
     if tok.bos_token_id is not None: ids, turns = [tok.bos_token_id] + ids, [-1] + turns
     n_img = sum(i == processor.image_token_id for i in ids)
-    if n_img != n_image_tokens(processor):
-        raise ValueError(f"dialogue has {n_img} image tokens, the processor expects {n_image_tokens(processor)}")
+    if n_img != n_want:
+        raise ValueError(f"dialogue has {n_img} image tokens, the processor expects {n_want}")
     if len(ids) > max_length:
         first_answer = next((k for k, t in enumerate(turns) if t >= 0), len(ids))
         if first_answer >= max_length:
@@ -128,7 +181,7 @@ def build_tiny_policy(mp: ModelParams, image_size: int, texts: list[str], seed: 
 
 # %% ../nbs/03_model.ipynb #5626ff37
 def save_policy(model, processor, path):
-    "Save model and processor to `path` in llava-hf format, atomically."
+    "Save model and processor to `path` in their family's format (llava-hf's, Qwen2-VL's), atomically."
     with atomic_path(path, is_dir=True) as tmp:
         model.save_pretrained(tmp); processor.save_pretrained(tmp)
 
@@ -144,17 +197,31 @@ def complete_processor(processor, config):
         processor.num_additional_image_tokens = 1  # CLIP's CLS
     return processor
 
+# %% ../nbs/03_model.ipynb #00f5f8ad
+def policy_type(path) -> str:
+    "The `model_type` of the checkpoint in folder `path`: 'llava' or 'qwen2_vl', else an error naming the folder and the type."
+    kind = json.loads((Path(path) / "config.json").read_text()).get("model_type")
+    if kind not in POLICY_MODELS:
+        raise ValueError(f"{path}: a {kind!r} checkpoint; reper loads llava-hf LLaVA ('llava') and Qwen2-VL ('qwen2_vl') checkpoints")
+    return kind
+
+# %% ../nbs/03_model.ipynb #bcc61fb8
+def load_processor(path, config):
+    "The processor saved in `path` with a model of `config`: LLaVA's completed (`complete_processor`), Qwen2-VL's for images and text."
+    if config.model_type == "qwen2_vl": return Qwen2VLImagesProcessor.from_pretrained(path)
+    return complete_processor(AutoProcessor.from_pretrained(path), config)
+
 # %% ../nbs/03_model.ipynb #2c673d1f
 def load_policy(path, device: str = "cpu", dtype=None):
-    "Load a llava-hf format policy (model in eval mode, processor) from a local folder; `dtype` a torch dtype or its name."
+    "Load a LLaVA or Qwen2-VL policy (model in eval mode, processor) from a local folder; `dtype` a torch dtype or its name."
     path = Path(path)
     if (path / CHECKPOINT_RECORD).exists() and not (path / "config.json").exists():
         given = json.loads((path / CHECKPOINT_RECORD).read_text())["name_or_path"]
         raise FileNotFoundError(f"{path} only records the given base policy {given}: load that (reper.config.base_policy_path)")
-    if not (path / "config.json").exists(): raise FileNotFoundError(f"{path}: no llava-hf checkpoint here (config.json missing)")
+    if not (path / "config.json").exists(): raise FileNotFoundError(f"{path}: no llava-hf or Qwen2-VL checkpoint here (config.json missing)")
     dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype or torch.float32
-    model = LlavaForConditionalGeneration.from_pretrained(path, dtype=dtype).to(device).eval()
-    return model, complete_processor(AutoProcessor.from_pretrained(path), model.config)
+    model = POLICY_MODELS[policy_type(path)].from_pretrained(path, dtype=dtype).to(device).eval()
+    return model, load_processor(path, model.config)
 
 # %% ../nbs/03_model.ipynb #5f2b8d41
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]  # OpenAI CLIP's normalisation, as LLaVA-1.5's processor
@@ -205,18 +272,103 @@ def tiny_llava15(texts: list[str], seed: int = 0, vocab_size: int = 512):
     model.generation_config.pad_token_id, model.generation_config.eos_token_id = tok.pad_token_id, tok.eos_token_id
     return model, llava15_processor(tok)
 
+# %% ../nbs/03_model.ipynb #86be5f19
+QWEN2VL_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+
+# %% ../nbs/03_model.ipynb #f0ef3518
+def train_qwen2_tokenizer(texts: list[str], vocab_size: int = 512) -> Qwen2Tokenizer:
+    "A Qwen2-style tokenizer (byte-level BPE on Qwen2's pre-tokenizer) trained on `texts`, Qwen2-VL's special tokens after the vocabulary."
+    t = Tokenizer(models.BPE())
+    t.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated"),
+                                               pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])  # Qwen2Tokenizer's
+    t.train_from_iterator(list(texts) + (SCAFFOLD_TEXTS + [QWEN2VL_SYSTEM, "system user assistant"]) * 50,
+                          trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    bpe = json.loads(t.to_str())["model"]
+    vocab = bpe["vocab"] | {s: len(bpe["vocab"]) + k for k, s in enumerate(QWEN2VL_SPECIAL_TOKENS)}  # Qwen's order, after the BPE's ids
+    return Qwen2Tokenizer(vocab=vocab, merges=[tuple(m) for m in bpe["merges"]], unk_token=None, eos_token="<|im_end|>",
+                          pad_token="<|endoftext|>", extra_special_tokens=QWEN2VL_SPECIAL_TOKENS[1:])  # Qwen2-VL-Instruct's EOS and pad
+
+# %% ../nbs/03_model.ipynb #2844d607
+class Qwen2VLImagesProcessor(Qwen2VLProcessor):
+    "transformers' `Qwen2VLProcessor` for images and text, without the video processor (transformers builds those with torchvision); saved as a `Qwen2VLProcessor`."
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+        super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)  # attributes: image_processor, tokenizer
+    def to_dict(self): return super().to_dict() | {"processor_class": "Qwen2VLProcessor"}
+    def save_pretrained(self, save_directory, **kw):
+        out = super().save_pretrained(save_directory, **kw)
+        self.tokenizer._set_processor_class("Qwen2VLProcessor"); self.tokenizer.save_pretrained(save_directory)  # as the checkpoints' tokenizer_config
+        return out
+
+# %% ../nbs/03_model.ipynb #5aebeb3d
+def qwen2vl_processor(tokenizer) -> Qwen2VLImagesProcessor:
+    "Qwen2-VL's processor (the checkpoints' settings): 14 px patches merged 2 x 2, 56² to 28² x 16384 pixels, CLIP's normalisation, its chat template."
+    ip = Qwen2VLImageProcessorPil(size={"shortest_edge": 56 * 56, "longest_edge": 28 * 28 * 16384}, patch_size=14, temporal_patch_size=2, merge_size=2,
+                                  image_mean=CLIP_MEAN, image_std=CLIP_STD)
+    return Qwen2VLImagesProcessor(image_processor=ip, tokenizer=tokenizer, chat_template=QWEN2VL_CHAT_TEMPLATE)
+
+# %% ../nbs/03_model.ipynb #3d580608
+def image_grid(processor, image) -> tuple[int, int]:
+    "(rows, columns) of the image tokens `processor` makes of `image`, which the model reads row by row."
+    if policy_family(processor) == "qwen2_vl":
+        _, h, w = processor.image_processor([image], return_tensors="pt")["image_grid_thw"][0].tolist()  # in 14 px patches
+        m = processor.image_processor.merge_size                                                          # m x m patches make a token
+        return h // m, w // m
+    crop = processor.image_processor.crop_size
+    return crop["height"] // processor.patch_size, crop["width"] // processor.patch_size
+
+# %% ../nbs/03_model.ipynb #2b837c67
+IMAGE_INPUTS = ("pixel_values", "image_grid_thw", "mm_token_type_ids")  # the model inputs `image_inputs` may give
+
+# %% ../nbs/03_model.ipynb #df3681b5
+def image_inputs(processor, images: list, input_ids: torch.Tensor) -> dict:
+    "The image inputs of a batch of `input_ids` (B, T) about `images`: `pixel_values`; Qwen2-VL's with `image_grid_thw` and `mm_token_type_ids`."
+    pix = processor.image_processor(images, return_tensors="pt")
+    if policy_family(processor) == "llava": return dict(pixel_values=pix["pixel_values"])
+    return dict(pixel_values=pix["pixel_values"], image_grid_thw=pix["image_grid_thw"],  # (patches, 3·2·14·14), (B, 3)
+                mm_token_type_ids=(input_ids == processor.image_token_id).long())            # (B, T): 1 image, 0 text
+
+# %% ../nbs/03_model.ipynb #5c3b49d2
+def vision_modules(model) -> dict:
+    "The vision side of a policy by name (what training keeps frozen): LLaVA's vision tower and projector, Qwen2-VL's vision tower and merger."
+    kind = model.config.model_type
+    if kind == "llava": return {"vision_tower": model.model.vision_tower, "multi_modal_projector": model.model.multi_modal_projector}
+    if kind == "qwen2_vl": return {"visual": model.model.visual}  # its projector is the merger, model.model.visual.merger
+    raise ValueError(f"a {kind!r} policy: reper trains LLaVA ('llava') and Qwen2-VL ('qwen2_vl') policies")
+
+# %% ../nbs/03_model.ipynb #714dc511
+def tiny_qwen2vl(texts: list[str], seed: int = 0, vocab_size: int = 512):
+    "Qwen2-VL in miniature: transformers' Qwen2-VL classes and config layout, Qwen's tokenizer kind, processor and chat template, toy widths, random weights."
+    tok = train_qwen2_tokenizer(texts, vocab_size)
+    ids = tok.convert_tokens_to_ids
+    vision = dict(depth=2, embed_dim=32, num_heads=2, mlp_ratio=2, hidden_size=64, patch_size=14, spatial_merge_size=2,
+                  temporal_patch_size=2)  # real: 32 blocks 1280 wide; hidden_size is the merger's output, the text width
+    text = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2, vocab_size=len(tok),
+                max_position_embeddings=4096, rope_parameters=dict(rope_type="default", rope_theta=1e6, mrope_section=[4, 6, 6]),  # 16 = head_dim / 2, as 7B's [16, 24, 24] of 64
+                bos_token_id=None, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)  # real: 3584 wide (7B), 28 layers
+    cfg = Qwen2VLConfig(vision_config=vision, text_config=text, image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
+                        vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"))
+    torch.manual_seed(seed)
+    model = Qwen2VLForConditionalGeneration(cfg)
+    model.generation_config.pad_token_id, model.generation_config.eos_token_id = tok.pad_token_id, tok.eos_token_id
+    return model, qwen2vl_processor(tok)
+
 # %% ../nbs/03_model.ipynb #04d0b1f2
 def checkpoint_record(path) -> dict:
-    "Where a llava-hf checkpoint is and what it is (architecture, image tokens, files and sizes): no weights read."
+    "Where a LLaVA or Qwen2-VL checkpoint is and what it is (architecture, image tokens, files and sizes): no weights read."
     path = Path(path).expanduser().resolve()
-    if not (path / "config.json").exists(): raise FileNotFoundError(f"{path}: no llava-hf checkpoint here (config.json missing)")
-    cfg = LlavaConfig.from_pretrained(path)
-    if cfg.model_type != "llava": raise ValueError(f"{path}: a {cfg.model_type!r} checkpoint; reper loads llava-hf LLaVA checkpoints ('llava')")
-    proc = complete_processor(AutoProcessor.from_pretrained(path), cfg)
+    if not (path / "config.json").exists(): raise FileNotFoundError(f"{path}: no llava-hf or Qwen2-VL checkpoint here (config.json missing)")
+    policy_type(path)
+    cfg = AutoConfig.from_pretrained(path)
+    proc = load_processor(path, cfg)
+    if cfg.model_type == "llava":
+        sizes = dict(image_size=proc.image_processor.crop_size["height"], patch_size=proc.patch_size, n_image_tokens=n_image_tokens(proc))
+    else:  # Qwen2-VL: any image size, resized within [min_pixels, max_pixels] to whole 28 px tokens; so the token count varies
+        ip = proc.image_processor
+        sizes = dict(image_size=None, patch_size=ip.patch_size, n_image_tokens=None, merge_size=ip.merge_size,
+                     min_pixels=ip.size["shortest_edge"], max_pixels=ip.size["longest_edge"])
     files = {str(f.relative_to(path)): f.stat().st_size for f in sorted(path.rglob("*")) if f.is_file()}
     small = {k: hashlib.sha256((path / k).read_bytes()).hexdigest() for k, n in files.items() if k.endswith(".json") and n < 2**24}
-    return dict(name_or_path=str(path), architectures=cfg.architectures, image_size=proc.image_processor.crop_size["height"],
-                patch_size=proc.patch_size, n_image_tokens=n_image_tokens(proc), vocab_size=len(proc.tokenizer),
+    return dict(name_or_path=str(path), architectures=cfg.architectures, **sizes, vocab_size=len(proc.tokenizer),
                 text_layers=cfg.text_config.num_hidden_layers, n_bytes=sum(files.values()), files=files, sha256=small)
 
 # %% ../nbs/03_model.ipynb #15e2c303

@@ -12,34 +12,41 @@ from tqdm import tqdm  # text bars: no ipywidgets warning, readable in executed 
 from transformers import Trainer, TrainingArguments, TrainerCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 from .config import PretrainParams
-from .model import encode_dialogue
+from .model import encode_dialogue, image_inputs
 from .scenes import SHAPES, COLOURS, SIZES, object_mask
 
 # %% auto #0
-__all__ = ['DialogueCollator', 'patch_labels', 'vision_features', 'pretrain_vision', 'LiveLogger', 'PretrainTrainer',
-           'pretrain_args', 'pretrain']
+__all__ = ['DialogueCollator', 'object_owner', 'patch_labels', 'object_cells', 'vision_features', 'pretrain_vision', 'LiveLogger',
+           'PretrainTrainer', 'pretrain_args', 'pretrain']
 
 # %% ../nbs/05_pretrain.ipynb #44142b8c
 class DialogueCollator:
-    "Right-padded `input_ids`, `attention_mask`, `labels`, `pixel_values` (and `turns`) for dialogues."
+    "Right-padded `input_ids`, `labels`, `attention_mask`, the image inputs (and `turns`) for dialogues."
     def __init__(self, processor, max_length: int, keep_turns: bool = False):
         self.processor, self.max_length, self.keep_turns = processor, max_length, keep_turns
     def __call__(self, examples: list[dict]) -> dict:
-        encs = [encode_dialogue(self.processor, e["messages"], self.max_length) for e in examples]
+        encs = [encode_dialogue(self.processor, e["messages"], self.max_length, image=e["image"]) for e in examples]
         width, pad = max(len(e["input_ids"]) for e in encs), self.processor.tokenizer.pad_token_id
         padded = lambda key, fill: torch.tensor([e[key] + [fill] * (width - len(e[key])) for e in encs])
-        out = dict(input_ids=padded("input_ids", pad), labels=padded("labels", -100),
+        ids = padded("input_ids", pad)
+        out = dict(input_ids=ids, labels=padded("labels", -100),
                    attention_mask=torch.tensor([[1] * len(e["input_ids"]) + [0] * (width - len(e["input_ids"])) for e in encs]),
-                   pixel_values=self.processor.image_processor([e["image"] for e in examples], return_tensors="pt")["pixel_values"])
+                   **image_inputs(self.processor, [e["image"] for e in examples], ids))
         if self.keep_turns: out["turns"] = padded("turns", -1)
         return out
 
 # %% ../nbs/05_pretrain.ipynb #1b9e3115
+def object_owner(scene) -> np.ndarray:
+    "(Z, Z) index of the object seen at each pixel of `scene` (later objects are drawn on top), -1 for background."
+    owner = np.full((scene.size, scene.size), -1)
+    for k, o in enumerate(scene.objects): owner[object_mask(o, scene.size)] = k
+    return owner
+
+# %% ../nbs/05_pretrain.ipynb #198c35b0
 def patch_labels(scene, patch_size: int, min_cover: float = 0.15) -> torch.Tensor:
     "(3, n_patches) ids of the shape, colour and size covering each patch most (0: background), occlusion included."
     Z, g = scene.size, scene.size // patch_size
-    owner = np.full((Z, Z), -1)
-    for k, o in enumerate(scene.objects): owner[object_mask(o, Z)] = k  # later objects are drawn on top
+    owner = object_owner(scene)
     lab, best = np.zeros((3, g, g), dtype=np.int64), np.zeros((g, g))
     for k, o in enumerate(scene.objects):
         cover = (owner == k).reshape(g, patch_size, g, patch_size).mean((1, 3))  # (g, g) share of each patch
@@ -47,6 +54,14 @@ def patch_labels(scene, patch_size: int, min_cover: float = 0.15) -> torch.Tenso
         best[m] = cover[m]
         for row, ids in enumerate((SHAPES.index(o.shape), list(COLOURS).index(o.colour), list(SIZES).index(o.size))): lab[row][m] = ids + 1
     return torch.from_numpy(lab.reshape(3, -1))
+
+# %% ../nbs/05_pretrain.ipynb #343698a5
+def object_cells(scene, rows: int, cols: int, min_cover: float = 0.15) -> torch.Tensor:
+    "(rows * cols,) whether an object is seen on at least `min_cover` of each cell of a rows x cols grid over `scene`."
+    owner = torch.from_numpy(object_owner(scene))
+    seen = torch.stack([owner == k for k in range(len(scene.objects))]).double()  # (objects, Z, Z)
+    cover = F.adaptive_avg_pool2d(seen, (rows, cols))                           # (objects, rows, cols) share of each cell
+    return (cover >= min_cover).any(0).flatten()
 
 # %% ../nbs/05_pretrain.ipynb #55dbd94f
 def vision_features(model, pixel_values) -> torch.Tensor:

@@ -8,11 +8,11 @@ Docs: https://reper-dev.github.io/reper/reflect.html.md"""
 from __future__ import annotations
 import numpy as np, pandas as pd, torch
 from tqdm import tqdm  # text bars: no ipywidgets warning, readable in executed notebooks
-from .model import encode_dialogue
+from .model import IMAGE_INPUTS, encode_dialogue, image_grid, image_inputs
 from .generate import generate_answers, caption_dialogue
 from .feedback import JudgeItem, feedback_text
 from .metrics import score_captions
-from .pretrain import patch_labels
+from .pretrain import object_cells
 
 # %% auto #0
 __all__ = ['FEEDBACK_MODES', 'NEUTRAL_REQUEST', 'feedback_message', 'reflect', 'dialogue_messages', 'turn_metrics',
@@ -41,7 +41,7 @@ def reflect(policy, processor, critic, instructions: list[str], images: list, sc
     dialogues, out, live, too_long = [caption_dialogue(i) for i in instructions], [[] for _ in range(n)], list(range(n)), set()
     for t in tqdm(range(n_turns), desc="reflection turns", disable=not progress):
         if t and live:  # a prompt is never truncated: one longer than the policy's context stops its dialogue, flagged
-            too_long |= {i for i in live if len(encode_dialogue(processor, dialogues[i], 10**9, add_generation_prompt=True)["input_ids"]) > max_length}
+            too_long |= {i for i in live if len(encode_dialogue(processor, dialogues[i], 10**9, add_generation_prompt=True, image=images[i])["input_ids"]) > max_length}
             live = [i for i in live if i not in too_long]
         ans = generate_answers(policy, processor, [dialogues[i] for i in live], [images[i] for i in live], temperature,
                                max_new_tokens, batch_size, max_length, seed + t, progress=False) if live else []
@@ -86,25 +86,27 @@ def reflect_and_score(policy, processor, critic, scenes, images, rp, max_length:
 # %% ../nbs/0c_reflect.ipynb #876ace62
 @torch.no_grad()
 def image_attention(policy, processor, messages: list[dict], image, scene, max_length: int = 640, segments: list[int] | None = None) -> list[dict]:
-    "Per assistant turn (or per `segments` label of each token, -1 left out): attention share on image tokens, raw and divided by the image's share of the context, its share on object patches, and the (n_patches,) image attention."
-    enc = encode_dialogue(processor, messages, max_length)
-    ids = torch.tensor([enc["input_ids"]], device=policy.device)
-    pix = processor.image_processor([image], return_tensors="pt")["pixel_values"].to(policy.device, policy.dtype)
+    "Per assistant turn (or per `segments` label of each token, -1 left out): attention share on image tokens, raw and divided by the image's share of the context, its share on object patches, and the (n image tokens,) image attention."
+    enc = encode_dialogue(processor, messages, max_length, image=image)
+    ids = torch.tensor([enc["input_ids"]])
+    inputs = {k: v.to(policy.device) for k, v in image_inputs(processor, [image], ids).items()}
+    inputs["pixel_values"] = inputs["pixel_values"].to(policy.dtype)
+    ids = ids.to(policy.device)
     impl = policy.config._attn_implementation
     policy.set_attn_implementation("eager")
-    try: att = policy(input_ids=ids, pixel_values=pix, output_attentions=True, use_cache=False).attentions
+    try: att = policy(input_ids=ids, **inputs, output_attentions=True, use_cache=False).attentions
     finally: policy.set_attn_implementation(impl)
     a = torch.stack([x[0].float() for x in att]).mean((0, 1))       # (T, T): mean over layers and heads
-    img = ids[0] == processor.image_token_id                         # (T,) image token positions, in patch order
-    obj = (patch_labels(scene, processor.patch_size)[0] > 0).to(a.device) if scene is not None else None
+    img = ids[0] == processor.image_token_id                         # (T,) image token positions, row by row over `image_grid`
+    obj = object_cells(scene, *image_grid(processor, image)).to(a.device) if scene is not None else None
     turns, out = torch.tensor(enc["turns"] if segments is None else segments, device=a.device), []
     pos = torch.arange(len(turns), device=a.device)
     for t in range(int(turns.max()) + 1):
         rows = a[turns == t]                                         # (answer tokens, T)
-        on_img = rows[:, img]                                        # (answer tokens, n_patches)
+        on_img = rows[:, img]                                        # (answer tokens, n image tokens)
         share = on_img.sum(1).mean().item()
         context = (img.sum() / (pos[turns == t] + 1)).mean().item()  # the image's share of what each answer token sees
-        patch = on_img.mean(0)                                       # (n_patches,) mean attention per patch
+        patch = on_img.mean(0)                                       # (n image tokens,) mean attention per patch (Qwen2-VL: per merged patch)
         out.append(dict(turn=t + 1, image_share=share, context_share=context, image_share_norm=share / context, patches=patch.cpu().numpy(),
                         object_share=(patch[obj].sum() / patch.sum()).item() if obj is not None else float("nan"),
                         object_area=obj.float().mean().item() if obj is not None else float("nan")))
@@ -130,8 +132,8 @@ def answer_logprob(model, processor, examples: list[dict], max_length: int, batc
     model.eval()
     for s in range(0, len(examples), batch_size):
         b = {k: v.to(model.device) for k, v in coll(examples[s:s + batch_size]).items()}
-        logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], pixel_values=b["pixel_values"].to(model.dtype),
-                       use_cache=False).logits
+        b["pixel_values"] = b["pixel_values"].to(model.dtype)
+        logits = model(**{k: b[k] for k in ("input_ids", "attention_mask", *IMAGE_INPUTS) if k in b}, use_cache=False).logits
         logp, real = target_logprobs(logits, b["labels"])
         turns = b["turns"][:, 1:]
         last = real & (turns == turns.max(1, keepdim=True).values)   # (B, T-1) the last answer's tokens

@@ -177,8 +177,9 @@ def results_markdown(m: dict) -> str:
     "The README's results section from the loaded metrics."
     a, g, b = m["analysis"], m["rpl_grid"], m["base"]
     run = m.get("run")
+    also = "".join(f"; the same `dvc repro` also ran the frozen stage `{k}` ({v:.1f} min), not counted here" for k, v in (run or {}).get("frozen_stages_run", {}).items())
     timing = (f"From `dvc repro` on a fresh clone: **{run['total_min']:.1f} min** on {run['machine']}, including `pip install` and "
-              f"`dvc pull` ({run['commit']}).\n\n" if run else "No timed fresh-clone run is recorded (`metrics/run.json`).\n\n")
+              f"`dvc pull` ({run['commit']}{also}).\n\n" if run else "No timed fresh-clone run is recorded (`metrics/run.json`).\n\n")
     vis = {k.split("/")[-1]: v for k, v in m["pretrain"].get("vision", {}).items()} if isinstance(m["pretrain"].get("vision"), dict) else {}
     chosen = g["chosen"]
     return (timing +

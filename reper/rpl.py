@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 from transformers import Trainer, TrainingArguments
 from .config import RPLParams
-from .model import n_image_tokens
+from .model import IMAGE_INPUTS, n_image_tokens, vision_modules
 from .pretrain import DialogueCollator, LiveLogger
 
 # %% auto #0
@@ -74,8 +74,9 @@ class RPLCollator:
     def __call__(self, examples: list[dict]) -> dict:
         b = self.dialogues(examples)
         n_img = (b["input_ids"] == self.processor.image_token_id).sum(1)
-        if (n_img != n_image_tokens(self.processor)).any():  # a truncation must never drop image tokens
-            raise ValueError(f"image tokens per row {n_img.tolist()}, the model expects {n_image_tokens(self.processor)}")
+        want = torch.tensor([n_image_tokens(self.processor, e["image"]) for e in examples])  # Qwen2-VL's follow each image's size
+        if (n_img != want).any():  # a truncation must never drop image tokens
+            raise ValueError(f"image tokens per row {n_img.tolist()}, the model expects {want.tolist()}")
         b["sigma"] = token_sigma(b["turns"], [e["sigmas"] for e in examples])
         return b
 
@@ -93,10 +94,10 @@ class StepSampler(Sampler):
 
 # %% ../nbs/0a_rpl.ipynb #d89ba865
 class LlavaResume:
-    "Mixin for a `Trainer` of a llava-hf policy: resuming loads the checkpoint's weights through `from_pretrained`."
+    "Mixin for a `Trainer` of a llava-hf or Qwen2-VL policy: resuming loads the checkpoint's weights through `from_pretrained`."
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None):
-        # transformers 5's Trainer loads a checkpoint's weights non-strictly and without the llava-hf key mapping,
-        # so nothing loads (a warning lists every key); `from_pretrained` applies the mapping.
+        # transformers 5's Trainer loads a checkpoint's weights non-strictly and without the model's key mapping
+        # (llava-hf's, Qwen2-VL's), so nothing loads (a warning lists every key); `from_pretrained` applies the mapping.
         if self.is_deepspeed_enabled or self.is_fsdp_enabled: return super()._load_from_checkpoint(resume_from_checkpoint, model)
         model = model or self.model
         saved = type(model).from_pretrained(resume_from_checkpoint, dtype=model.dtype)
@@ -138,10 +139,9 @@ class RPLTrainer(LlavaResume, Trainer):
 
 # %% ../nbs/0a_rpl.ipynb #132c8d47
 def freeze_vision_side(model) -> dict:
-    "Freeze the vision tower and multi-modal projector; the language model trains. Returns parameter counts."
+    "Freeze the vision side (`vision_modules`: vision tower and projector); the language model trains. Returns parameter counts."
     model.requires_grad_(True)
-    model.model.vision_tower.requires_grad_(False)
-    model.model.multi_modal_projector.requires_grad_(False)
+    for m in vision_modules(model).values(): m.requires_grad_(False)
     n = lambda train: sum(p.numel() for p in model.parameters() if p.requires_grad == train)
     return dict(trainable=n(True), frozen=n(False))
 
@@ -207,8 +207,8 @@ def turn_logprobs(model, processor, examples, max_length: int, batch_size: int =
     for s in range(0, len(examples), batch_size):
         b = coll([examples[i] for i in range(s, min(s + batch_size, len(examples)))])
         b = {k: v.to(model.device) for k, v in b.items()}
-        logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
-                       pixel_values=b["pixel_values"].to(model.dtype), use_cache=False).logits
+        b["pixel_values"] = b["pixel_values"].to(model.dtype)
+        logits = model(**{k: b[k] for k in ("input_ids", "attention_mask", *IMAGE_INPUTS) if k in b}, use_cache=False).logits
         logp, real = target_logprobs(logits, b["labels"])
         turns = b["turns"][:, 1:]
         for t in range(int(turns.max()) + 1):

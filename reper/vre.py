@@ -154,10 +154,10 @@ def vre_results(model, processor, scenes, images, max_new_tokens: int, batch_siz
 # %% ../nbs/0j_vre.ipynb #17f8de23
 SEGMENTS = ("first", "reflection", "final")
 
-def segment_labels(processor, messages: list[dict], max_length: int) -> list[int]:
-    "Per token of a one-answer dialogue: 0 in the first answer, 1 in the reflection, 2 in the final answer (a tag goes with the part it opens), -1 outside the answer."
+def segment_labels(processor, messages: list[dict], max_length: int, image=None) -> list[int]:
+    "Per token of a one-answer dialogue about `image`: 0 in the first answer, 1 in the reflection, 2 in the final answer (a tag goes with the part it opens), -1 outside the answer."
     from reper.model import encode_dialogue
-    enc, tok = encode_dialogue(processor, messages, max_length), processor.tokenizer
+    enc, tok = encode_dialogue(processor, messages, max_length, image=image), processor.tokenizer
     ans = [k for k, t in enumerate(enc["turns"]) if t == 0]
     out = [-1] * len(enc["input_ids"])
     for n, k in enumerate(ans):
@@ -170,5 +170,5 @@ def segment_attention(policy, processor, instruction: str, text: str, image, sce
     from reper.reflect import image_attention
     if not split_reflection(text).well_formed: return []
     msgs = [{"role": "user", "text": instruction}, {"role": "assistant", "text": text}]
-    rows = image_attention(policy, processor, msgs, image, scene, max_length, segments=segment_labels(processor, msgs, max_length))
+    rows = image_attention(policy, processor, msgs, image, scene, max_length, segments=segment_labels(processor, msgs, max_length, image))
     return [dict({k: v for k, v in r.items() if k != "turn"}, segment=SEGMENTS[r["turn"] - 1]) for r in rows]
