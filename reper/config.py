@@ -429,13 +429,6 @@ class Params(_Group):
         return self
 
     @model_validator(mode="after")
-    def _compute_match_fits(self):
-        "RPL at less compute trains on the dialogues of fewer images than the dataset has."
-        if bad := [k for k in self.compute_match.rpl_images if k >= self.candidates.n_images]:
-            raise ValueError(f"compute_match.rpl_images: got {bad}; each must be < candidates.n_images ({self.candidates.n_images})")
-        return self
-
-    @model_validator(mode="after")
     def _llava665k_needs(self):
         "LLaVA-665K images have no scene graphs: whatever needs one must be switched off, naming the key."
         if self.data.source != "llava665k": return self

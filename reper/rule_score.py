@@ -33,10 +33,10 @@ LEXNAMES = ("adj.all adj.pert adv.all noun.Tops noun.act noun.animal noun.artifa
 
 # %% ../nbs/08_rule_score.ipynb #044bc986
 def build_wordnet(dest, debian="/usr/share/wordnet") -> Path:
-    "Lay out Debian's WordNet 3.0 files (package `wordnet-base`) as NLTK's `corpora/wordnet` under `dest`."
+    "Lay out Debian's WordNet 3.0 files (packages `wordnet-base`, `wordnet-sense-index`) as NLTK's `corpora/wordnet` under `dest`."
     src = Path(debian)
-    if not (src / "data.noun").exists():
-        raise FileNotFoundError(f"no WordNet data in {src}: install it with `apt-get install wordnet-base` "
+    if not ((src / "data.noun").exists() and (src / "index.sense").exists()):
+        raise FileNotFoundError(f"no WordNet data (data.noun and index.sense) in {src}: install it with `apt-get install wordnet-base wordnet-sense-index` "
                                 "(or put NLTK's wordnet under $NLTK_DATA/corpora/wordnet)")
     pos = {"noun": 1, "verb": 2, "adj": 3, "adv": 4}
     with atomic_path(Path(dest) / "corpora" / "wordnet", is_dir=True) as tmp:

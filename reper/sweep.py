@@ -190,6 +190,7 @@ def compute_match(params_path: str = "params.yaml", work_dir: str = "models/comp
     comp = sweep_compute(P)
     if missing := {"rpl", "grpo"} - set(comp.index): raise ValueError(f"{params_path}: compute_match needs the sweeps' {sorted(missing)} seeds (sweep.methods, sweep.online_methods)")
     n_images = len({c["id"] for c in read_jsonl(P.paths.candidates)})
+    if bad := [k for k in C.rpl_images if k >= n_images]: raise ValueError(f"{params_path}: compute_match.rpl_images: got {bad}; each must be < the {n_images} images of {P.paths.candidates}")
     match = matched_budgets(comp.fte["rpl"], comp.fte["grpo"], P.grpo.steps, n_images)
     steps, counts = sorted({*C.grpo_steps, P.grpo.steps, match["grpo_steps"]}), sorted({*C.rpl_images, match["rpl_images"]})
     scenes, images, _ = load_scenes(P.data.root, P.evaluate.split, P.data.on_bad_image, limit=P.evaluate.n_images)

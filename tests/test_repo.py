@@ -11,7 +11,7 @@ def test_export_and_clean_change_nothing(tmp_path):
     changed = subprocess.run(["git", "status", "--porcelain"], cwd=d, capture_output=True, text=True, check=True).stdout
     assert changed == "", f"nbdev-export / nbdev-clean would change:\n{changed}"
 
-WORDNET = Path("/usr/share/wordnet")
+WORDNET = Path("/usr/share/wordnet/index.sense")  # Debian's wordnet-base and wordnet-sense-index
 
 def test_library_notebooks_pass():
     "nbdev-test runs every library notebook (stage notebooks are skipped by their skip_exec metadata)."
