@@ -34,18 +34,22 @@ def test_grpo_resume_after_kill_matches_uninterrupted(smoke, tmp_path):
     assert counts(full) == counts(broken), "the resumed run counts the tokens of its part before the kill too"
     assert max_diff(weights(full / "policy"), weights(smoke / "models/base")) > 1e-4  # training did move the weights
 
-def test_vre_cold_start_and_grpo(smoke, tmp_path):
-    "On candidates whose judge scores differ (a reference caption against its first sentence), VRE writes template dialogues, fine-tunes on them and runs GRPO."
-    from reper.scenes import load_scenes
-    from reper.vre import split_reflection, vre_main
-    raw = yaml.safe_load((smoke / "params.yaml").read_text())
-    scenes = load_scenes(smoke / raw["data"]["root"], raw["candidates"]["split"], with_images=False)[0][:6]
+def unstable_candidates(scenes, raw, tmp_path):
+    "Two judged candidates per scene whose scores differ (a reference caption, 10; its first sentence, 3), written to tmp_path; `raw`'s paths point at them."
     cands, judgements = [], []
     for s in scenes:
         for t, text, score in ((0.0, s.references[0], 10), (1.0, s.references[0].split(".")[0] + ".", 3)):
             cands.append(dict(job=len(cands), id=s.id, temperature=t, text=text)); judgements.append(dict(job=len(judgements), score=score, reason="r"))
     for name, recs in (("candidates", cands), ("judgements", judgements)):
         (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs)); raw["paths"][name] = str(tmp_path / f"{name}.jsonl")
+
+def test_vre_cold_start_and_grpo(smoke, tmp_path):
+    "On candidates whose judge scores differ (a reference caption against its first sentence), VRE writes template dialogues, fine-tunes on them and runs GRPO."
+    from reper.scenes import load_scenes
+    from reper.vre import split_reflection, vre_main
+    raw = yaml.safe_load((smoke / "params.yaml").read_text())
+    scenes = load_scenes(smoke / raw["data"]["root"], raw["candidates"]["split"], with_images=False)[0][:6]
+    unstable_candidates(scenes, raw, tmp_path)
     raw["vre"].update(steps=1, sft_epochs=1.0, max_new_tokens=24)
     raw["grpo"].update(n_images=4)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
@@ -137,12 +141,7 @@ def test_vre_on_a_qwen2vl_checkpoint(qwen_setup, tmp_path):
     work = qwen_setup
     raw = yaml.safe_load((work / "params.yaml").read_text())
     scenes = load_scenes(work / "scenes", raw["candidates"]["split"], with_images=False)[0][:4]
-    cands, judgements = [], []
-    for s in scenes:
-        for t, text, score in ((0.0, s.references[0], 10), (1.0, s.references[0].split(".")[0] + ".", 3)):
-            cands.append(dict(job=len(cands), id=s.id, temperature=t, text=text)); judgements.append(dict(job=len(judgements), score=score, reason="r"))
-    for name, recs in (("candidates", cands), ("judgements", judgements)):
-        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs)); raw["paths"][name] = str(tmp_path / f"{name}.jsonl")
+    unstable_candidates(scenes, raw, tmp_path)
     raw["vre"].update(steps=1, sft_epochs=1.0, max_new_tokens=16)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     code = "import json, sys; from reper.vre import vre_main; print(json.dumps(vre_main(sys.argv[1], 0, sys.argv[2])))"
