@@ -166,10 +166,13 @@ def rerun_section(m: dict) -> str:
     setting = {"native": "the CPU kernels and threads left to torch (`REPER_CPU=native`) instead of the pinned AVX2 code paths and 2 threads",
                "pinned": "the same pinned CPU settings"}.get(run["cpu_setting"], run["cpu_setting"])
     T, a = m["analysis"]["turns"], m["analysis"]
+    systems = [s for s in ("base", "rpl", "sft", "dpo") if s in a["capture"] and s in b["capture"]]
+    seeds = {s: (a.get("seeds", {}).get(s), b.get("seeds", {}).get(s)) for s in systems}
     caps = ", ".join(f"{s} {a['capture'][s][f'turn{T}']['mean']:.3f} here, {b['capture'][s][f'turn{T}']['mean']:.3f} there"
-                     for s in ("base", "rpl", "sft", "dpo") if s in a["capture"] and s in b["capture"])
+                     + (f" ({seeds[s][0]} vs {seeds[s][1]} training seeds)" if seeds[s][0] != seeds[s][1] else "") for s in systems)
+    other_seeds = " (where the runs trained different numbers of seeds, the figures differ by those seeds as well as by the CPU setting)" if any(x != y for x, y in seeds.values()) else ""
     head = (f"A second fresh-clone run of the whole pipeline ({run['commit']}) on {run['machine']} with {setting}, "
-            f"{run['total_min']:.1f} min. Last-turn CAPTURE: {caps}. Verdicts: ")
+            f"{run['total_min']:.1f} min. Last-turn CAPTURE: {caps}{other_seeds}. Verdicts: ")
     if not changed: return head + f"all {shared} verdicts are the same.\n"
     return head + f"{shared - len(changed)} of {shared} verdicts are the same; these change:\n\n" + "".join(f"- {x}\n" for x in changed)
 
